@@ -1,0 +1,128 @@
+//! Wiring: compile the config, bind the listeners, serve, and shut down in order.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{compile, Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::monitor::Monitor;
+use crate::proxy::Proxy;
+use crate::{listener, monitor};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration:\n{}", list(.0))]
+    Config(Vec<ConfigError>),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn list(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A running gateway: its bound addresses and the handle to stop it.
+#[derive(Debug)]
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub monitor_addr: SocketAddr,
+    pub monitor: Arc<Monitor>,
+    stop_http: watch::Sender<bool>,
+    stop_monitor: watch::Sender<bool>,
+    http_task: JoinHandle<()>,
+    monitor_task: JoinHandle<()>,
+}
+
+/// Compiles the config, binds every listener and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let static_config = &config.static_config;
+    let snapshot = compile::snapshot(&config.dynamic, &static_config.upstream, &metrics)
+        .map_err(StartError::Config)?;
+    metrics.set_config_version(&snapshot.version);
+    let state = Arc::new(ArcSwap::from_pointee(snapshot));
+
+    let http = bind("http", static_config.http_addr).await?;
+    let monitor_listener = bind("monitor", static_config.monitor_addr).await?;
+    let http_addr = local_addr("http", &http, static_config.http_addr)?;
+    let monitor_addr = local_addr("monitor", &monitor_listener, static_config.monitor_addr)?;
+
+    let proxy = Arc::new(Proxy {
+        state: Arc::clone(&state),
+        settings: static_config.server.clone(),
+        metrics: Arc::clone(&metrics),
+        access_log: static_config.log.access_log,
+    });
+    let monitor = Arc::new(Monitor {
+        state,
+        metrics,
+        ready: false.into(),
+        draining: false.into(),
+        started: SystemTime::now(),
+    });
+    let (stop_http, http_rx) = watch::channel(false);
+    let (stop_monitor, monitor_rx) = watch::channel(false);
+    let http_task = tokio::spawn(listener::serve(http, proxy, http_rx));
+    let monitor_task = tokio::spawn(monitor::serve(
+        monitor_listener,
+        Arc::clone(&monitor),
+        monitor_rx,
+    ));
+    monitor.ready.store(true, Ordering::Release);
+    tracing::info!(http = %http_addr, monitor = %monitor_addr, "listening");
+    Ok(Running {
+        http_addr,
+        monitor_addr,
+        monitor,
+        stop_http,
+        stop_monitor,
+        http_task,
+        monitor_task,
+    })
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    what: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+impl Running {
+    /// Drains and stops: readiness fails at once, the traffic listener stops accepting and
+    /// waits for requests in flight (up to the drain timeout), then the monitor stops.
+    pub async fn shutdown(self) {
+        self.monitor.draining.store(true, Ordering::Release);
+        let _ = self.stop_http.send(true);
+        if let Err(err) = self.http_task.await {
+            tracing::error!(error = %err, "the traffic listener task failed");
+        }
+        let _ = self.stop_monitor.send(true);
+        let _ = self.monitor_task.await;
+    }
+}

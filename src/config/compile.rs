@@ -1,0 +1,493 @@
+//! Checks the parsed files and builds the runtime objects in the same pass.
+//!
+//! A bad value never becomes a runtime object: each check sits where the object is built, and
+//! every failure is collected with its file and key so that one run reports all of them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderName, HeaderValue, Method, Uri};
+use ipnet::IpNet;
+use regex::Regex;
+
+use super::file::{self, MainFile, UpstreamDefaults};
+use super::snapshot::{Backend, Cluster, HeaderEdits, HostPolicy, Route, Snapshot, Timeouts};
+use super::units::HumanDuration;
+use super::{ConfigError, DynamicSources, ServerSettings, StaticConfig};
+use crate::metrics::Metrics;
+use crate::mock::MockBackend;
+use crate::proxy::balance::RoundRobin;
+use crate::proxy::route::{PathMatch, RouteMatcher, Router};
+use crate::upstream::{ClientSettings, Target, UpstreamClient};
+
+/// Collects errors against one file.
+struct Errors<'a> {
+    file: &'a Path,
+    list: &'a mut Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.list.push(ConfigError {
+            file: self.file.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// Checks the static part of the main file.
+pub fn static_config(
+    path: &Path,
+    main: &MainFile,
+    list: &mut Vec<ConfigError>,
+) -> Option<StaticConfig> {
+    let before = list.len();
+    let mut errors = Errors { file: path, list };
+    let s = &main.server;
+    if s.max_connections == 0 {
+        errors.push("server.max_connections", "must be at least 1");
+    }
+    if s.max_headers == 0 {
+        errors.push("server.max_headers", "must be at least 1");
+    }
+    if s.max_header_size.0 < 8192 || s.max_header_size.0 > u64::from(u32::MAX) {
+        errors.push("server.max_header_size", "must be between 8KiB and 4GiB");
+    }
+    if s.header_read_timeout.0.is_zero() {
+        errors.push("server.header_read_timeout", "must be longer than 0s");
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, text) in s.trusted_proxies.iter().enumerate() {
+        match parse_net(text) {
+            Some(net) => trusted_proxies.push(net),
+            None => errors.push(
+                format!("server.trusted_proxies[{i}]"),
+                format!("`{text}` is not an IP address or CIDR network"),
+            ),
+        }
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&main.log.level) {
+        errors.push(
+            "log.level",
+            format!("invalid filter `{}`: {e}", main.log.level),
+        );
+    }
+    if list.len() > before {
+        return None;
+    }
+    Some(StaticConfig {
+        http_addr: main.listen.http,
+        monitor_addr: main.listen.monitor,
+        server: ServerSettings {
+            workers: s.workers,
+            max_connections: s.max_connections,
+            header_read_timeout: s.header_read_timeout.0,
+            max_header_size: s.max_header_size.as_usize(),
+            max_headers: s.max_headers,
+            max_request_body: s.max_request_body.0,
+            http2: s.http2,
+            drain_timeout: s.drain_timeout.0,
+            trusted_proxies,
+        },
+        upstream: main.upstream.clone(),
+        log: main.log.clone(),
+    })
+}
+
+fn parse_net(text: &str) -> Option<IpNet> {
+    IpNet::from_str(text)
+        .ok()
+        .or_else(|| std::net::IpAddr::from_str(text).ok().map(IpNet::from))
+}
+
+/// Checks the dynamic sections of every file together and compiles them into a snapshot.
+pub fn snapshot(
+    sources: &DynamicSources,
+    defaults: &UpstreamDefaults,
+    metrics: &Metrics,
+) -> Result<Snapshot, Vec<ConfigError>> {
+    let mut list = Vec::new();
+    let mut clusters: Vec<Arc<Cluster>> = Vec::new();
+    let mut cluster_files: HashMap<&str, &PathBuf> = HashMap::new();
+    for (path, file) in &sources.files {
+        let mut errors = Errors {
+            file: path,
+            list: &mut list,
+        };
+        for (i, c) in file.clusters.iter().enumerate() {
+            let key = format!("clusters[{i}]");
+            if let Some(first) = cluster_files.get(c.name.as_str()) {
+                errors.push(
+                    format!("{key}.name"),
+                    format!(
+                        "cluster `{}` is already defined in {}",
+                        c.name,
+                        first.display()
+                    ),
+                );
+                continue;
+            }
+            cluster_files.insert(&c.name, path);
+            if let Some(cluster) = cluster(&key, c, defaults, metrics, &mut errors) {
+                clusters.push(Arc::new(cluster));
+            }
+        }
+    }
+
+    let by_name: HashMap<&str, &Arc<Cluster>> =
+        clusters.iter().map(|c| (c.name.as_str(), c)).collect();
+    let mut routes = Vec::new();
+    let mut route_files: HashMap<&str, &PathBuf> = HashMap::new();
+    for (path, file) in &sources.files {
+        let mut errors = Errors {
+            file: path,
+            list: &mut list,
+        };
+        for (i, r) in file.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if let Some(first) = route_files.get(r.name.as_str()) {
+                errors.push(
+                    format!("{key}.name"),
+                    format!(
+                        "route `{}` is already defined in {}",
+                        r.name,
+                        first.display()
+                    ),
+                );
+                continue;
+            }
+            route_files.insert(&r.name, path);
+            let target = by_name.get(r.cluster.as_str()).copied();
+            if target.is_none() && !cluster_files.contains_key(r.cluster.as_str()) {
+                errors.push(
+                    format!("{key}.cluster"),
+                    format!(
+                        "route `{}` names cluster `{}`, which is not defined",
+                        r.name, r.cluster
+                    ),
+                );
+            }
+            if let Some(route) = route(&key, r, target, metrics, &mut errors) {
+                routes.push(route);
+            }
+        }
+    }
+    if !list.is_empty() {
+        return Err(list);
+    }
+    Ok(Snapshot {
+        version: sources.version.clone(),
+        router: Router::new(routes.iter().map(|r| &r.matcher)),
+        routes,
+        clusters,
+        unmatched: metrics.route("", ""),
+    })
+}
+
+fn check_name(kind: &str, key: &str, name: &str, errors: &mut Errors) {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok {
+        errors.push(
+            format!("{key}.name"),
+            format!("{kind} name `{name}` must be 1 to 128 letters, digits, `-`, `_` or `.`"),
+        );
+    }
+}
+
+fn cluster(
+    key: &str,
+    c: &file::Cluster,
+    defaults: &UpstreamDefaults,
+    metrics: &Metrics,
+    errors: &mut Errors,
+) -> Option<Cluster> {
+    let before = errors.list.len();
+    check_name("cluster", key, &c.name, errors);
+    if c.backends.is_empty() {
+        errors.push(
+            format!("{key}.backends"),
+            "a cluster needs at least one backend",
+        );
+    }
+    if c.backends.len() > usize::from(u16::MAX) {
+        errors.push(
+            format!("{key}.backends"),
+            "a cluster has at most 65535 backends",
+        );
+    }
+    let mut backends = Vec::new();
+    for (i, b) in c.backends.iter().enumerate() {
+        let key = format!("{key}.backends[{i}]");
+        if b.weight == 0 {
+            errors.push(format!("{key}.weight"), "must be at least 1");
+        }
+        match backend_target(&b.url) {
+            Ok((target, authority)) => backends.push(Backend {
+                url: b.url.clone(),
+                weight: b.weight,
+                target,
+                authority,
+            }),
+            Err(reason) => errors.push(format!("{key}.url"), reason),
+        }
+    }
+    if errors.list.len() > before {
+        return None;
+    }
+    let pick = |own: Option<HumanDuration>, default: HumanDuration| {
+        Some(own.unwrap_or(default).0).filter(|d| !d.is_zero())
+    };
+    let timeouts = Timeouts {
+        connect: pick(c.connect_timeout, defaults.connect_timeout),
+        response_header: pick(c.response_header_timeout, defaults.response_header_timeout),
+        total: pick(c.total_timeout, defaults.total_timeout),
+    };
+    let client = UpstreamClient::new(&ClientSettings {
+        protocol: c.protocol,
+        connect_timeout: timeouts.connect,
+        pool_idle_timeout: pick(c.pool_idle_timeout, defaults.pool_idle_timeout),
+        pool_max_idle_per_host: c
+            .pool_max_idle_per_host
+            .unwrap_or(defaults.pool_max_idle_per_host),
+    });
+    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    Some(Cluster {
+        name: c.name.clone(),
+        protocol: c.protocol,
+        balancer: RoundRobin::new(&weights),
+        backends,
+        client,
+        timeouts,
+        metrics: metrics.cluster(&c.name),
+    })
+}
+
+/// Parses a backend URL into where it lives and its `host:port`.
+fn backend_target(url: &str) -> Result<(Target, HeaderValue), String> {
+    let uri = Uri::from_str(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    let scheme = uri.scheme_str().unwrap_or("");
+    if scheme == "mock" {
+        let mock = MockBackend::from_uri(&uri)?;
+        let authority = HeaderValue::from_str(mock.name())
+            .map_err(|_| format!("`{url}`: the mock name is not a valid host"))?;
+        return Ok((Target::Mock(mock), authority));
+    }
+    if scheme != "http" {
+        return Err(format!(
+            "`{url}`: the scheme must be `http` or `mock` (https backends come with TLS support)"
+        ));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("`{url}` has no host"));
+    };
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(format!(
+            "`{url}` has a path or query; a backend is `http://host:port` (use a route's rewrite_prefix for paths)"
+        ));
+    }
+    let base = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|e| format!("`{url}`: {e}"))?;
+    let host = HeaderValue::from_str(authority.as_str())
+        .map_err(|_| format!("`{url}`: the host is not a valid header value"))?;
+    Ok((Target::Http { base }, host))
+}
+
+fn route(
+    key: &str,
+    r: &file::Route,
+    cluster: Option<&Arc<Cluster>>,
+    metrics: &Metrics,
+    errors: &mut Errors,
+) -> Option<Route> {
+    let before = errors.list.len();
+    check_name("route", key, &r.name, errors);
+    let matcher = matcher(&format!("{key}.match"), &r.matcher, errors);
+    if let Some(prefix) = &r.rewrite_prefix {
+        let path_kind = matcher.as_ref().map(|m| &m.path);
+        if matches!(path_kind, Some(PathMatch::Regex(_))) {
+            errors.push(
+                format!("{key}.rewrite_prefix"),
+                "needs match.path or match.path_prefix, not match.path_regex",
+            );
+        }
+        if !(prefix.is_empty() || prefix.starts_with('/') && PathAndQuery::from_str(prefix).is_ok())
+        {
+            errors.push(
+                format!("{key}.rewrite_prefix"),
+                format!("`{prefix}` must be empty or a path starting with `/`"),
+            );
+        }
+    }
+    let host = match (&r.host_rewrite, r.preserve_host) {
+        (Some(_), true) => {
+            errors.push(
+                format!("{key}.host_rewrite"),
+                "cannot be combined with preserve_host = true",
+            );
+            HostPolicy::Backend
+        }
+        (Some(host), false) => match HeaderValue::from_str(host) {
+            Ok(v) if !host.is_empty() => HostPolicy::Rewrite(v),
+            _ => {
+                errors.push(
+                    format!("{key}.host_rewrite"),
+                    format!("`{host}` is not a valid host"),
+                );
+                HostPolicy::Backend
+            }
+        },
+        (None, true) => HostPolicy::Preserve,
+        (None, false) => HostPolicy::Backend,
+    };
+    let request_headers = header_edits(
+        &format!("{key}.request_headers"),
+        &r.request_headers,
+        errors,
+    );
+    let response_headers = header_edits(
+        &format!("{key}.response_headers"),
+        &r.response_headers,
+        errors,
+    );
+    if errors.list.len() > before {
+        return None;
+    }
+    let cluster = cluster?;
+    Some(Route {
+        name: r.name.clone(),
+        matcher: matcher?,
+        metrics: metrics.route(&r.name, &cluster.name),
+        cluster: Arc::clone(cluster),
+        rewrite_prefix: r.rewrite_prefix.clone(),
+        host,
+        request_headers,
+        response_headers,
+    })
+}
+
+fn matcher(key: &str, m: &file::Match, errors: &mut Errors) -> Option<RouteMatcher> {
+    let before = errors.list.len();
+    let path = match (&m.path, &m.path_prefix, &m.path_regex) {
+        (None, None, None) => PathMatch::Prefix("/".to_owned()),
+        (Some(p), None, None) => PathMatch::Exact(check_path(&format!("{key}.path"), p, errors)),
+        (None, Some(p), None) => {
+            PathMatch::Prefix(check_path(&format!("{key}.path_prefix"), p, errors))
+        }
+        (None, None, Some(re)) => match Regex::new(re) {
+            Ok(re) => PathMatch::Regex(re),
+            Err(e) => {
+                let reason = e.to_string().replace('\n', " ");
+                errors.push(format!("{key}.path_regex"), reason);
+                PathMatch::Prefix("/".to_owned())
+            }
+        },
+        _ => {
+            errors.push(
+                key.to_owned(),
+                "set only one of path, path_prefix and path_regex",
+            );
+            PathMatch::Prefix("/".to_owned())
+        }
+    };
+    let mut hosts = Vec::new();
+    for (i, host) in m.hosts.iter().enumerate() {
+        let host = host.to_ascii_lowercase();
+        if valid_host_pattern(&host) {
+            hosts.push(host);
+        } else {
+            errors.push(
+                format!("{key}.hosts[{i}]"),
+                format!("`{host}` is not a host name or a `*.example.com` wildcard (no port)"),
+            );
+        }
+    }
+    let mut methods = Vec::new();
+    for (i, method) in m.methods.iter().enumerate() {
+        match Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => methods.push(method),
+            Err(_) => errors.push(
+                format!("{key}.methods[{i}]"),
+                format!("`{method}` is not an HTTP method"),
+            ),
+        }
+    }
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let name = HeaderName::from_bytes(h.name.as_bytes());
+        let value = h.value.as_deref().map(HeaderValue::from_str).transpose();
+        match (name, value) {
+            (Ok(name), Ok(value)) => headers.push((name, value)),
+            (Err(_), _) => errors.push(
+                format!("{key}.headers[{i}].name"),
+                format!("`{}` is not a valid header name", h.name),
+            ),
+            (_, Err(_)) => errors.push(
+                format!("{key}.headers[{i}].value"),
+                "is not a valid header value",
+            ),
+        }
+    }
+    (errors.list.len() == before).then_some(RouteMatcher {
+        hosts,
+        path,
+        methods,
+        headers,
+    })
+}
+
+fn check_path(key: &str, path: &str, errors: &mut Errors) -> String {
+    if !path.starts_with('/') || PathAndQuery::from_str(path).is_err() || path.contains('?') {
+        errors.push(
+            key.to_owned(),
+            format!("`{path}` must be a path starting with `/`"),
+        );
+    }
+    path.to_owned()
+}
+
+/// `api.example.com` or `*.example.com`: letters, digits, `-` and `.`, no port.
+fn valid_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+fn header_edits(key: &str, ops: &file::HeaderOps, errors: &mut Errors) -> HeaderEdits {
+    let mut edits = HeaderEdits::default();
+    for (name, value) in &ops.set {
+        match (HeaderName::from_str(name), HeaderValue::from_str(value)) {
+            (Ok(name), Ok(value)) => edits.set.push((name, value)),
+            (Err(_), _) => errors.push(
+                format!("{key}.set.{name}"),
+                format!("`{name}` is not a valid header name"),
+            ),
+            (_, Err(_)) => errors.push(format!("{key}.set.{name}"), "is not a valid header value"),
+        }
+    }
+    for (i, name) in ops.remove.iter().enumerate() {
+        match HeaderName::from_str(name) {
+            Ok(name) => edits.remove.push(name),
+            Err(_) => errors.push(
+                format!("{key}.remove[{i}]"),
+                format!("`{name}` is not a valid header name"),
+            ),
+        }
+    }
+    edits
+}

@@ -1,0 +1,278 @@
+//! The config file as it is written: serde structs with `deny_unknown_fields`.
+//!
+//! Nothing here is checked beyond its type; `compile.rs` checks meaning and builds the runtime
+//! objects. Every default is stated once, in the `Default` impl or `default_*` function beside
+//! the field, and mirrored in `conf/sluice.toml`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::units::{ByteSize, HumanDuration};
+
+/// The main config file: the static part and, optionally, dynamic sections.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MainFile {
+    /// Listen addresses; a change needs a restart.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Limits and timeouts of the downstream (client) side.
+    #[serde(default)]
+    pub server: Server,
+    /// Defaults for every cluster's upstream connections.
+    #[serde(default)]
+    pub upstream: UpstreamDefaults,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+    /// A directory of further dynamic files (`*.toml`, read in name order), relative to this
+    /// file. Lets a conf-agent or a ConfigMap own the routes while this file owns the process.
+    pub dynamic_dir: Option<String>,
+    /// Upstream clusters defined in this file.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// Routes defined in this file, in precedence order for ties.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// A file of the dynamic directory: routes and clusters only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicFile {
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// `[listen]`: where sluice accepts connections.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Plain HTTP/1.1 and h2c traffic. Default `0.0.0.0:8080`.
+    pub http: SocketAddr,
+    /// Health, readiness, metrics and status. Default `0.0.0.0:8421`.
+    pub monitor: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            monitor: SocketAddr::from(([0, 0, 0, 0], 8421)),
+        }
+    }
+}
+
+/// `[server]`: what a client may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Worker threads of the runtime; 0 means one per CPU core.
+    pub workers: usize,
+    /// Connections open at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head; slower clients are cut.
+    pub header_read_timeout: HumanDuration,
+    /// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list). At least 8KiB.
+    pub max_header_size: ByteSize,
+    /// Most header fields in one HTTP/1.1 request.
+    pub max_headers: usize,
+    /// Largest request body; larger ones get 413.
+    pub max_request_body: ByteSize,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the HTTP port.
+    pub http2: bool,
+    /// Time that requests in flight get to finish after SIGTERM.
+    pub drain_timeout: HumanDuration,
+    /// Peers whose `X-Forwarded-*` headers are trusted (CIDR or bare address).
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            workers: 0,
+            max_connections: 10_000,
+            header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
+            max_header_size: ByteSize(64 * 1024),
+            max_headers: 100,
+            max_request_body: ByteSize(32 * 1024 * 1024),
+            http2: true,
+            drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[upstream]`: defaults that every cluster inherits; `"0s"` turns a timeout off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamDefaults {
+    /// Time to open the TCP connection.
+    pub connect_timeout: HumanDuration,
+    /// Time from sending the request to receiving the response head.
+    pub response_header_timeout: HumanDuration,
+    /// Time for the whole exchange, the streamed response body included.
+    pub total_timeout: HumanDuration,
+    /// Idle upstream connections are closed after this long.
+    pub pool_idle_timeout: HumanDuration,
+    /// Idle connections kept per backend.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamDefaults {
+    fn default() -> Self {
+        let secs = |s| HumanDuration(std::time::Duration::from_secs(s));
+        UpstreamDefaults {
+            connect_timeout: secs(5),
+            response_header_timeout: secs(300),
+            total_timeout: secs(600),
+            pool_idle_timeout: secs(90),
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A `tracing` filter: `info`, `debug`, `sluice=debug,hyper=info`. `RUST_LOG` wins.
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// One line per request at `info` on target `sluice::access`.
+    pub access_log: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[[clusters]]`: a named set of backends that serve the same thing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Unique name that routes refer to.
+    pub name: String,
+    /// Backends, picked by smooth weighted round-robin.
+    pub backends: Vec<Backend>,
+    /// `http1` (default) or `h2c` (HTTP/2 with prior knowledge) to the backends.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Overrides of the `[upstream]` settings of the same names.
+    pub connect_timeout: Option<HumanDuration>,
+    pub response_header_timeout: Option<HumanDuration>,
+    pub total_timeout: Option<HumanDuration>,
+    pub pool_idle_timeout: Option<HumanDuration>,
+    pub pool_max_idle_per_host: Option<usize>,
+}
+
+/// One backend of a cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// `http://host:port` or `mock://name?tokens=N&delay=D` (the built-in mock model server).
+    pub url: String,
+    /// Share of requests relative to the cluster's other backends. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// The protocol spoken to a cluster's backends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
+}
+
+/// `[[routes]]`: which requests go to which cluster, and how they are changed on the way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// The cluster that serves this route.
+    pub cluster: String,
+    /// What a request must look like; an empty match takes everything.
+    #[serde(default, rename = "match")]
+    pub matcher: Match,
+    /// Replaces the matched `path_prefix` (or the whole `path`); `""` strips it.
+    pub rewrite_prefix: Option<String>,
+    /// Sets the upstream `Host`; by default it is the backend's `host:port`.
+    pub host_rewrite: Option<String>,
+    /// Sends the client's `Host` upstream unchanged.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Request headers set or removed before forwarding.
+    #[serde(default)]
+    pub request_headers: HeaderOps,
+    /// Response headers set or removed before answering.
+    #[serde(default)]
+    pub response_headers: HeaderOps,
+}
+
+/// `[routes.match]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// Exact host names or `*.example.com` wildcards; empty means any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// The whole path, exactly.
+    pub path: Option<String>,
+    /// A path prefix; the longest matching prefix wins.
+    pub path_prefix: Option<String>,
+    /// A regular expression over the whole path.
+    pub path_regex: Option<String>,
+    /// Allowed methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Headers that must be present, with a given value if `value` is set.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A header condition of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    /// Exact value; when absent the header only has to be present.
+    pub value: Option<String>,
+}
+
+/// Header edits.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    /// Headers set (replacing any present).
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Headers removed.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}

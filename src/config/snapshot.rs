@@ -1,0 +1,108 @@
+//! The compiled, immutable dynamic config that requests read.
+//!
+//! A request loads one `Arc<Snapshot>` when it arrives and uses it to the end, so a reload
+//! never tears a request in half. Everything here is ready to use: header names parsed,
+//! metric handles resolved, the balancing schedule computed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::config::file::UpstreamProtocol;
+use crate::metrics::{ClusterMetrics, RouteMetrics};
+use crate::proxy::balance::RoundRobin;
+use crate::proxy::route::{RouteMatcher, Router};
+use crate::upstream::{Target, UpstreamClient};
+
+/// One version of the routing config.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// A digest of the files it was built from.
+    pub version: String,
+    pub router: Router,
+    /// Routes in config order; `Router` answers with indices into this.
+    pub routes: Vec<Route>,
+    pub clusters: Vec<Arc<Cluster>>,
+    /// Metric handles for requests that no route matched.
+    pub unmatched: RouteMetrics,
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatcher,
+    pub cluster: Arc<Cluster>,
+    /// Replacement for the matched prefix or exact path.
+    pub rewrite_prefix: Option<String>,
+    pub host: HostPolicy,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+    pub metrics: RouteMetrics,
+}
+
+/// What the upstream `Host` is.
+#[derive(Debug, Clone)]
+pub enum HostPolicy {
+    /// The backend's `host:port` (the default, as nginx's `proxy_pass` does).
+    Backend,
+    /// The client's `Host`, unchanged.
+    Preserve,
+    /// A fixed value.
+    Rewrite(HeaderValue),
+}
+
+/// Headers to set and remove.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    /// Applies the edits: removals first, then sets.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// A compiled cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: String,
+    pub protocol: UpstreamProtocol,
+    pub backends: Vec<Backend>,
+    pub balancer: RoundRobin,
+    pub client: UpstreamClient,
+    pub timeouts: Timeouts,
+    pub metrics: ClusterMetrics,
+}
+
+/// Upstream timeouts; `None` is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Option<Duration>,
+    pub response_header: Option<Duration>,
+    pub total: Option<Duration>,
+}
+
+/// One backend of a cluster.
+#[derive(Debug)]
+pub struct Backend {
+    /// The URL as written, for logs and `/status`.
+    pub url: String,
+    pub weight: u32,
+    pub target: Target,
+    /// `host:port` of the backend, the default upstream `Host`.
+    pub authority: HeaderValue,
+}

@@ -1,0 +1,145 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every failure on the request path is a [`ProxyError`]. Its status, OpenAI-style `type` and
+//! `code` come from one exhaustive `match` with no `_` arm, so a new variant forces a decision.
+
+use std::time::Duration;
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::{self, Body};
+
+/// A failure on the request path, named for where it happened.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The client: no route matches the request.
+    #[error("no route matches {method} {path}")]
+    NoRoute { method: String, path: String },
+    /// The client: the request body is larger than `server.max_request_body`.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    /// The client: the request cannot be forwarded as it is (bad URI, bad header value).
+    #[error("malformed request: {0}")]
+    BadRequest(String),
+    /// The client went away before the upstream answered.
+    #[error("the client closed the request")]
+    ClientClosed,
+    /// The cluster has no backend to send to.
+    #[error("cluster `{cluster}` has no backend available")]
+    NoBackend { cluster: String },
+    /// The upstream: the TCP connection was refused, reset or could not be made.
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(String),
+    /// The upstream: no connection within the connect timeout.
+    #[error("connecting to the upstream timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    /// The upstream: no response headers within the response-header timeout.
+    #[error("the upstream sent no response headers within {0:?}")]
+    ResponseHeaderTimeout(Duration),
+    /// The upstream: the whole exchange took longer than the total timeout.
+    #[error("the upstream exchange exceeded the total timeout of {0:?}")]
+    TotalTimeout(Duration),
+    /// The upstream: it answered with something that is not HTTP, or closed early.
+    #[error("the upstream failed: {0}")]
+    Upstream(String),
+}
+
+/// How a [`ProxyError`] is reported: the status and the OpenAI-style `type` and `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorClass {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+}
+
+impl ProxyError {
+    /// The status, `type` and `code` of this error.
+    pub fn class(&self) -> ErrorClass {
+        use ProxyError::*;
+        let (status, kind, code) = match self {
+            NoRoute { .. } => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "route_not_found",
+            ),
+            BodyTooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "bad_request",
+            ),
+            // 499 as nginx logs it: nobody reads this answer, but the access log does.
+            ClientClosed => (client_closed(), "client_error", "client_closed_request"),
+            NoBackend { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "no_backend_available",
+            ),
+            Connect(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_connect_error",
+            ),
+            ConnectTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_connect_timeout",
+            ),
+            ResponseHeaderTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_response_header_timeout",
+            ),
+            TotalTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_total_timeout",
+            ),
+            Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", "bad_gateway"),
+        };
+        ErrorClass { status, kind, code }
+    }
+
+    /// The response a client receives for this error.
+    pub fn into_response(self) -> Response<Body> {
+        let class = self.class();
+        json_error(class.status, &self.to_string(), class.kind, class.code)
+    }
+}
+
+fn client_closed() -> StatusCode {
+    StatusCode::from_u16(499).expect("499 is a valid status code")
+}
+
+/// An OpenAI-style error response: `{"error":{"message","type","code"}}`.
+pub fn json_error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": { "message": message, "type": kind, "code": code }
+    });
+    let mut response = Response::new(body::full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_504_and_connect_errors_502() {
+        let d = Duration::from_secs(1);
+        assert_eq!(ProxyError::ConnectTimeout(d).class().status, 504);
+        assert_eq!(ProxyError::ResponseHeaderTimeout(d).class().status, 504);
+        assert_eq!(ProxyError::TotalTimeout(d).class().status, 504);
+        assert_eq!(ProxyError::Connect("refused".into()).class().status, 502);
+        assert_eq!(ProxyError::Upstream("garbage".into()).class().status, 502);
+    }
+}

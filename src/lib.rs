@@ -1,0 +1,32 @@
+//! sluice: a data plane for LLM traffic.
+//!
+//! An async HTTP reverse proxy that stands at a cluster's ingress in front of
+//! OpenAI-compatible model backends. `docs/architecture.md` follows a request through these
+//! modules.
+//!
+//! # Layout
+//!
+//! - [`app`]: wires config, listeners and monitor together; starts and drains.
+//! - [`config`]: reads TOML files, checks them and compiles the immutable [`config::Snapshot`].
+//! - [`listener`]: accepts client connections and serves HTTP/1.1 and h2c on them.
+//! - [`proxy`]: the request path in call order: `route` → `limit` → `balance` → `forward`
+//!   (with `headers`) → `observe` (metrics and access log at the end of the body).
+//! - [`upstream`]: pooled clients to backends, and the in-process mock target.
+//! - [`mock`]: the built-in OpenAI-compatible mock model server behind `mock://` URLs.
+//! - [`monitor`]: `/healthz`, `/readyz`, `/metrics`, `/status` on the monitor port.
+//! - [`metrics`]: the Prometheus registry and per-route handles.
+//! - [`error`]: the one place where errors become HTTP status codes and JSON bodies.
+//! - [`body`]: the one body type used everywhere.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod listener;
+pub mod metrics;
+pub mod mock;
+pub mod monitor;
+pub mod proxy;
+pub mod upstream;

@@ -1,0 +1,165 @@
+//! The `sluice` command: parse arguments, set up logging, call into the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use sluice::config::{self, compile, file::LogFormat};
+use sluice::metrics::Metrics;
+
+/// A data plane for LLM traffic: a reverse proxy for OpenAI-compatible model backends.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve traffic with a config file.
+    Run(RunArgs),
+    /// Check a config file as `run` would, print every problem, exit non-zero if any.
+    Check(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The main config file.
+    #[arg(short = 'c', long = "config", default_value = "conf/sluice.toml")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Overrides `listen.http` (for example `127.0.0.1:0`).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Overrides `listen.monitor`.
+    #[arg(long, value_name = "ADDR")]
+    monitor: Option<SocketAddr>,
+    /// Overrides `server.workers` (0: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Overrides `log.level`; `RUST_LOG` overrides both.
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Overrides `log.format`.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check(&args.config),
+        Command::Run(args) => run(args),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let loaded = config::load(path).and_then(|config| {
+        compile::snapshot(
+            &config.dynamic,
+            &config.static_config.upstream,
+            &Metrics::new(),
+        )
+    });
+    match loaded {
+        Ok(snapshot) => {
+            println!(
+                "{}: ok ({} routes, {} clusters, version {})",
+                path.display(),
+                snapshot.routes.len(),
+                snapshot.clusters.len(),
+                snapshot.version
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let mut config = match config::load(&args.config.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = &mut config.static_config;
+    if let Some(addr) = args.http {
+        settings.http_addr = addr;
+    }
+    if let Some(addr) = args.monitor {
+        settings.monitor_addr = addr;
+    }
+    if let Some(workers) = args.workers {
+        settings.server.workers = workers;
+    }
+    let level = args.log_level.unwrap_or_else(|| settings.log.level.clone());
+    init_logging(&level, args.log_format.unwrap_or(settings.log.format));
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if settings.server.workers > 0 {
+        runtime.worker_threads(settings.server.workers);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let running = match sluice::app::start(config).await {
+            Ok(running) => running,
+            Err(err) => {
+                eprintln!("{err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,214 @@
+//! The request path, in call order: route → limit the body → pick a backend → forward →
+//! stream the answer back → count and log.
+//!
+//! [`Proxy::handle`] cannot fail: it calls [`Proxy::handle_inner`], which returns a
+//! `Result`, and turns an error into an OpenAI-style JSON answer in one place.
+
+pub mod balance;
+pub mod forward;
+pub mod headers;
+pub mod limit;
+pub mod observe;
+pub mod route;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use tokio::time::Instant;
+
+use crate::body::{self, Body};
+use crate::config::{ServerSettings, Snapshot};
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use forward::Downstream;
+use limit::LimitedBody;
+use observe::{Observed, Record};
+
+/// What the listener knows about a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+/// The proxy: shared by every connection of every listener.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The running routing config; swapped whole on reload.
+    pub state: Arc<ArcSwap<Snapshot>>,
+    pub settings: ServerSettings,
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+}
+
+impl Proxy {
+    /// Serves one request. Never fails: errors become JSON answers here.
+    pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<Body>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        self.metrics.in_flight.inc();
+        let mut record = Record {
+            snapshot: self.state.load_full(),
+            metrics: Arc::clone(&self.metrics),
+            access_log: self.access_log,
+            started: Instant::now(),
+            request_id: None,
+            peer: conn.peer,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            route: None,
+            backend: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            upstream_time: None,
+            error: None,
+            outcome: "complete",
+        };
+        let (mut response, deadline) = match self.handle_inner(req, conn, &mut record).await {
+            Ok(answer) => answer,
+            Err(err) => {
+                record.error = Some(err.class().code);
+                if matches!(err, ProxyError::Upstream(_) | ProxyError::Connect(_)) {
+                    tracing::warn!(error = %err, "upstream request failed");
+                }
+                (err.into_response(), None)
+            }
+        };
+        if let Some(id) = &record.request_id {
+            response
+                .headers_mut()
+                .insert(headers::REQUEST_ID.clone(), id.clone());
+        }
+        record.status = response.status().as_u16();
+        let total = record
+            .route
+            .and_then(|i| record.snapshot.routes.get(i))
+            .and_then(|r| r.cluster.timeouts.total)
+            .unwrap_or_default();
+        response.map(|inner| Body::new(Observed::new(inner, record, deadline, total)))
+    }
+
+    /// The stages that can fail. Returns the response and when its body must end.
+    async fn handle_inner<B>(
+        &self,
+        req: Request<B>,
+        conn: ConnInfo,
+        record: &mut Record,
+    ) -> Result<(Response<Body>, Option<Instant>), ProxyError>
+    where
+        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<body::BoxError>,
+    {
+        let (mut parts, incoming) = req.into_parts();
+        record.request_id = Some(headers::ensure_request_id(&mut parts.headers));
+        let snapshot = Arc::clone(&record.snapshot);
+
+        // Route.
+        let client_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| authority_header(&parts.uri));
+        let host = client_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .map_or(Cow::Borrowed(""), normalize_host);
+        let matched = snapshot
+            .router
+            .find(&host, parts.uri.path(), &parts.method, &parts.headers)
+            .ok_or_else(|| ProxyError::NoRoute {
+                method: parts.method.to_string(),
+                path: parts.uri.path().to_owned(),
+            })?;
+        record.route = Some(matched.route);
+        let route = &snapshot.routes[matched.route];
+        let cluster = &route.cluster;
+
+        // Limit the body.
+        let limit = self.settings.max_request_body;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(len) = declared {
+            if len > limit {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            record.bytes_in = len;
+        }
+        let mut req = Request::from_parts(parts, body::boxed(LimitedBody::new(incoming, limit)));
+
+        // Pick a backend and forward.
+        let index = cluster
+            .balancer
+            .pick()
+            .ok_or_else(|| ProxyError::NoBackend {
+                cluster: cluster.name.clone(),
+            })?;
+        record.backend = Some(index);
+        let backend = &cluster.backends[index];
+        let downstream = Downstream {
+            peer: conn.peer.ip(),
+            trusted: self.settings.is_trusted(conn.peer.ip()),
+            proto: conn.proto,
+            host: client_host.as_ref(),
+        };
+        forward::prepare(&mut req, route, matched, backend, &downstream)?;
+        let deadline = cluster.timeouts.total.map(|t| record.started + t);
+        let sent_at = Instant::now();
+        let mut response = forward::send(cluster, backend, req, deadline).await;
+        let upstream_time = sent_at.elapsed();
+        record.upstream_time = Some(upstream_time);
+        cluster
+            .metrics
+            .upstream_duration
+            .observe(upstream_time.as_secs_f64());
+        if let Ok(response) = &mut response {
+            route.response_headers.apply(response.headers_mut());
+        }
+        Ok((response?, deadline))
+    }
+}
+
+/// The `:authority` of an HTTP/2 request, as a header value.
+fn authority_header(uri: &http::Uri) -> Option<HeaderValue> {
+    uri.authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// Lower-case host without port: `API.Example.com:8080` → `api.example.com`.
+fn normalize_host(host: &str) -> Cow<'_, str> {
+    let host = match host.rsplit_once(':') {
+        // `[::1]:8080` and `example.com:8080`; a bare IPv6 literal has no port to strip.
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+            name
+        }
+        _ => host,
+    };
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_host;
+
+    #[test]
+    fn hosts_lose_port_and_case() {
+        assert_eq!(normalize_host("API.Example.com:8080"), "api.example.com");
+        assert_eq!(normalize_host("example.com"), "example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+    }
+}

@@ -1,0 +1,147 @@
+//! Forwarding: turn the client's request into the upstream's, send it, and bound the wait.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Parts, PathAndQuery};
+use http::{Request, Response, Uri, Version};
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::config::file::UpstreamProtocol;
+use crate::config::snapshot::{Backend, Cluster, HostPolicy, Route};
+use crate::error::ProxyError;
+use crate::proxy::headers;
+use crate::proxy::route::Matched;
+use crate::upstream::Target;
+
+/// What `prepare` needs to know about the downstream side.
+pub struct Downstream<'a> {
+    pub peer: std::net::IpAddr,
+    pub trusted: bool,
+    pub proto: &'static str,
+    /// The client's host as sent (`Host` or the `:authority`), port included.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Rewrites `req` in place for `backend`: URI, version, hop-by-hop and forwarding headers,
+/// the route's header edits and `Host`.
+pub fn prepare(
+    req: &mut Request<Body>,
+    route: &Route,
+    matched: Matched,
+    backend: &Backend,
+    downstream: &Downstream,
+) -> Result<(), ProxyError> {
+    let path_and_query = rewritten_path(req.uri(), route, matched)?;
+    let mut parts = Parts::default();
+    if let Target::Http { base } = &backend.target {
+        parts.scheme = base.scheme().cloned();
+        parts.authority = base.authority().cloned();
+    }
+    parts.path_and_query = Some(path_and_query);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+    *req.version_mut() = match route.cluster.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
+
+    let client_host = downstream.host.cloned();
+    let headers = req.headers_mut();
+    headers::strip_hop_by_hop(headers);
+    headers::set_forwarded(
+        headers,
+        downstream.peer,
+        downstream.trusted,
+        downstream.proto,
+        client_host.as_ref(),
+    );
+    route.request_headers.apply(headers);
+    let host = match &route.host {
+        HostPolicy::Backend => Some(backend.authority.clone()),
+        HostPolicy::Preserve => client_host,
+        HostPolicy::Rewrite(value) => Some(value.clone()),
+    };
+    match host {
+        Some(host) => headers.insert(header::HOST, host),
+        None => headers.remove(header::HOST),
+    };
+    Ok(())
+}
+
+/// The upstream path and query: the route's `rewrite_prefix` replaces the matched part.
+fn rewritten_path(uri: &Uri, route: &Route, matched: Matched) -> Result<PathAndQuery, ProxyError> {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let Some(replacement) = &route.rewrite_prefix else {
+        return Ok(original);
+    };
+    let rest = original.path().get(matched.prefix_len..).unwrap_or("");
+    let mut path = String::with_capacity(replacement.len() + rest.len() + 1);
+    path.push_str(replacement);
+    path.push_str(rest);
+    if !path.starts_with('/') {
+        path.insert(0, '/');
+    }
+    if let Some(query) = original.query() {
+        path.push('?');
+        path.push_str(query);
+    }
+    PathAndQuery::try_from(path).map_err(|e| ProxyError::BadRequest(e.to_string()))
+}
+
+/// Sends the prepared request and waits for the response head, within the connect,
+/// response-header and total timeouts. `deadline` is when the total timeout ends.
+pub async fn send(
+    cluster: &Cluster,
+    backend: &Backend,
+    req: Request<Body>,
+    deadline: Option<Instant>,
+) -> Result<Response<Body>, ProxyError> {
+    let header_deadline = cluster
+        .timeouts
+        .response_header
+        .map(|timeout| Instant::now() + timeout);
+    let (wait_until, on_expiry) = match (header_deadline, deadline) {
+        (Some(h), Some(t)) if t < h => (Some(t), Expiry::Total),
+        (Some(h), _) => (Some(h), Expiry::Header),
+        (None, Some(t)) => (Some(t), Expiry::Total),
+        (None, None) => (None, Expiry::Header),
+    };
+    let sent = cluster.client.send(&backend.target, req);
+    let result = match wait_until {
+        None => sent.await,
+        Some(until) => match tokio::time::timeout_at(until, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(on_expiry.error(cluster)),
+        },
+    };
+    if matches!(
+        result,
+        Err(ProxyError::Connect(_) | ProxyError::ConnectTimeout(_))
+    ) {
+        cluster.metrics.connect_errors.inc();
+    }
+    let mut response = result?;
+    headers::strip_hop_by_hop(response.headers_mut());
+    Ok(response)
+}
+
+enum Expiry {
+    Header,
+    Total,
+}
+
+impl Expiry {
+    fn error(&self, cluster: &Cluster) -> ProxyError {
+        let timeouts = cluster.timeouts;
+        match self {
+            Expiry::Header => ProxyError::ResponseHeaderTimeout(
+                timeouts.response_header.unwrap_or(Duration::ZERO),
+            ),
+            Expiry::Total => ProxyError::TotalTimeout(timeouts.total.unwrap_or(Duration::ZERO)),
+        }
+    }
+}

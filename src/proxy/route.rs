@@ -1,0 +1,186 @@
+//! Route matching: which route serves a request.
+//!
+//! # Precedence
+//!
+//! 1. **Host.** An exact host beats a wildcard (`*.example.com`, longest suffix first), which
+//!    beats a route with no host. If no route of the most specific host group matches, the next
+//!    group is tried, so a catch-all route still serves hosts that have their own routes.
+//! 2. **Path**, within a host group: an exact `path`, then the longest `path_prefix`, then
+//!    `path_regex` routes in config order.
+//! 3. **Method and headers** filter the routes that share a path; among those, the first in
+//!    config order wins.
+//!
+//! A lookup costs a hash probe per host label and per distinct prefix length, plus one regex
+//! per regex route of the group; it allocates nothing.
+
+use std::collections::HashMap;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use regex::Regex;
+
+/// How a route matches the path.
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+/// The matching part of a route, compiled.
+#[derive(Debug, Clone)]
+pub struct RouteMatcher {
+    /// Lower-case exact hosts and `*.suffix` wildcards; empty means any.
+    pub hosts: Vec<String>,
+    pub path: PathMatch,
+    /// Empty means any method.
+    pub methods: Vec<Method>,
+    /// Header name and, when set, the exact value required.
+    pub headers: Vec<(HeaderName, Option<HeaderValue>)>,
+}
+
+/// A found route: its index and how much of the path its prefix covered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    pub route: usize,
+    /// Bytes of the path matched by an exact or prefix rule; 0 for a regex.
+    pub prefix_len: usize,
+}
+
+/// The compiled routing table of one snapshot.
+#[derive(Debug, Default)]
+pub struct Router {
+    exact_hosts: HashMap<String, HostGroup>,
+    /// Keyed by the suffix after `*`, such as `.example.com`.
+    wildcard_hosts: HashMap<String, HostGroup>,
+    any_host: HostGroup,
+}
+
+#[derive(Debug, Default)]
+struct HostGroup {
+    exact: HashMap<String, Vec<Candidate>>,
+    prefix: HashMap<String, Vec<Candidate>>,
+    /// Distinct prefix lengths, longest first.
+    prefix_lengths: Vec<usize>,
+    regex: Vec<(Regex, Candidate)>,
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    route: usize,
+    methods: Vec<Method>,
+    headers: Vec<(HeaderName, Option<HeaderValue>)>,
+}
+
+impl Candidate {
+    fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self
+                .headers
+                .iter()
+                .all(|(name, want)| match headers.get(name) {
+                    None => false,
+                    Some(got) => want.as_ref().is_none_or(|want| want == got),
+                })
+    }
+}
+
+impl Router {
+    /// Builds the table; `matchers[i]` belongs to route `i`, and earlier routes win ties.
+    pub fn new<'a>(matchers: impl IntoIterator<Item = &'a RouteMatcher>) -> Router {
+        let mut router = Router::default();
+        for (route, m) in matchers.into_iter().enumerate() {
+            let candidate = Candidate {
+                route,
+                methods: m.methods.clone(),
+                headers: m.headers.clone(),
+            };
+            if m.hosts.is_empty() {
+                router.any_host.insert(&m.path, candidate);
+                continue;
+            }
+            for host in &m.hosts {
+                let group = match host.strip_prefix('*') {
+                    Some(suffix) => router.wildcard_hosts.entry(suffix.to_owned()).or_default(),
+                    None => router.exact_hosts.entry(host.clone()).or_default(),
+                };
+                group.insert(&m.path, candidate.clone());
+            }
+        }
+        router
+    }
+
+    /// Finds the route for a request. `host` is lower-case and has no port.
+    pub fn find(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<Matched> {
+        if let Some(found) = self
+            .exact_hosts
+            .get(host)
+            .and_then(|g| g.find(path, method, headers))
+        {
+            return Some(found);
+        }
+        if !self.wildcard_hosts.is_empty() {
+            // Suffixes from longest to shortest: ".b.example.com" before ".example.com".
+            for (i, _) in host.match_indices('.') {
+                if let Some(found) = self
+                    .wildcard_hosts
+                    .get(&host[i..])
+                    .and_then(|g| g.find(path, method, headers))
+                {
+                    return Some(found);
+                }
+            }
+        }
+        self.any_host.find(path, method, headers)
+    }
+}
+
+impl HostGroup {
+    fn insert(&mut self, path: &PathMatch, candidate: Candidate) {
+        match path {
+            PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(candidate),
+            PathMatch::Prefix(p) => {
+                if !self.prefix_lengths.contains(&p.len()) {
+                    self.prefix_lengths.push(p.len());
+                    self.prefix_lengths.sort_unstable_by(|a, b| b.cmp(a));
+                }
+                self.prefix.entry(p.clone()).or_default().push(candidate);
+            }
+            PathMatch::Regex(r) => self.regex.push((r.clone(), candidate)),
+        }
+    }
+
+    fn find(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<Matched> {
+        let first = |list: &[Candidate], prefix_len| {
+            list.iter()
+                .find(|c| c.accepts(method, headers))
+                .map(|c| Matched {
+                    route: c.route,
+                    prefix_len,
+                })
+        };
+        if let Some(found) = self.exact.get(path).and_then(|l| first(l, path.len())) {
+            return Some(found);
+        }
+        for &len in &self.prefix_lengths {
+            let Some(prefix) = path.get(..len) else {
+                continue;
+            };
+            if let Some(found) = self.prefix.get(prefix).and_then(|l| first(l, len)) {
+                return Some(found);
+            }
+        }
+        self.regex
+            .iter()
+            .filter(|(re, _)| re.is_match(path))
+            .find_map(|(_, c)| first(std::slice::from_ref(c), 0))
+    }
+}
+
+#[cfg(test)]
+mod tests;
