@@ -157,7 +157,9 @@ impl MockBackend {
     fn models(&self) -> Response<Body> {
         json_response(&json!({
             "object": "list",
-            "data": [{ "id": &*self.name, "object": "model", "created": 0, "owned_by": "sluice-mock" }],
+            "data": [{
+                "id": &*self.name, "object": "model", "created": 0, "owned_by": "sluice-mock",
+            }],
         }))
     }
 }
@@ -277,7 +279,11 @@ struct Usage {
 impl Usage {
     fn to_json(self) -> Value {
         let total = self.prompt.saturating_add(self.completion);
-        json!({ "prompt_tokens": self.prompt, "completion_tokens": self.completion, "total_tokens": total })
+        json!({
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.completion,
+            "total_tokens": total,
+        })
     }
 }
 
@@ -376,7 +382,7 @@ fn embeddings(bytes: &[u8]) -> ApiResult {
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
-        .map(|(index, text)| json!({ "object": "embedding", "index": index, "embedding": embed(text) }))
+        .map(|(i, text)| json!({ "object": "embedding", "index": i, "embedding": embed(text) }))
         .collect();
     Ok(json_response(&json!({
         "object": "list",
@@ -388,9 +394,10 @@ fn embeddings(bytes: &[u8]) -> ApiResult {
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        let code = match e.is_data() {
-            true => "invalid_request",
-            false => "invalid_json",
+        let code = if e.is_data() {
+            "invalid_request"
+        } else {
+            "invalid_json"
         };
         let message = format!("invalid request body: {e}");
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -548,7 +555,7 @@ impl Completion {
     fn event(&self, head: &str, phase: Phase, include_usage: bool) -> String {
         if phase == Phase::Usage {
             let usage = self.usage.to_json();
-            return format!(r#"{head}"choices":[],"usage":{usage}}}"#) + "\n\n";
+            return format!("{head}\"choices\":[],\"usage\":{usage}}}\n\n");
         }
         let (open, text, close) = match (self.api, phase) {
             (Api::Chat, Phase::Role) => (r#""delta":{"role":"assistant","content":""}"#, "", ""),
@@ -557,10 +564,12 @@ impl Completion {
             (Api::Completions, Phase::Token(i)) => (r#""text":""#, word(i), r#"""#),
             (Api::Completions, _) => (r#""text":"""#, "", ""),
         };
+        let quoted;
         let finish = if phase == Phase::Finish {
-            Value::from(self.finish)
+            quoted = format!("\"{}\"", self.finish);
+            &quoted
         } else {
-            Value::Null
+            "null"
         };
         // OpenAI sends `"usage":null` on every other chunk when usage was asked for.
         let usage = if include_usage {
@@ -568,9 +577,12 @@ impl Completion {
         } else {
             ""
         };
-        format!(
-            r#"{head}"choices":[{{"index":0,{open}{text}{close},"logprobs":null,"finish_reason":{finish}}}]{usage}}}"#
-        ) + "\n\n"
+        let choices = r#""choices":[{"index":0,"#;
+        let reason = r#","logprobs":null,"finish_reason":"#;
+        [
+            head, choices, open, text, close, reason, finish, "}]", usage, "}\n\n",
+        ]
+        .concat()
     }
 }
 
@@ -639,9 +651,10 @@ impl ApiError {
     }
 
     fn into_response(self) -> Response<Body> {
-        let kind = match self.status.is_server_error() {
-            true => "server_error",
-            false => "invalid_request_error",
+        let kind = if self.status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
         };
         let error = json!({ "message": self.message, "type": kind, "code": self.code });
         let mut response = json_response(&json!({ "error": error }));
@@ -667,6 +680,10 @@ mod tests {
     use std::task::Waker;
     use std::time::Instant;
 
+    const CHAT: &str = "/v1/chat/completions";
+    const CMPL: &str = "/v1/completions";
+    const EMB: &str = "/v1/embeddings";
+
     fn mock(uri: &str) -> MockBackend {
         MockBackend::from_uri(&uri.parse().unwrap()).unwrap()
     }
@@ -676,11 +693,7 @@ mod tests {
     }
 
     fn request(path: &str, body: &str, headers: &[(&'static str, &'static str)]) -> Request<Body> {
-        let method = if body.is_empty() {
-            Method::GET
-        } else {
-            Method::POST
-        };
+        let method = if body.is_empty() { "GET" } else { "POST" };
         let mut req = Request::builder().method(method).uri(path);
         for (name, value) in headers {
             req = req.header(*name, *value);
@@ -708,20 +721,16 @@ mod tests {
             frames.push(String::from_utf8(frame.unwrap().into_data().unwrap().to_vec()).unwrap());
         }
         assert_eq!(frames.pop().as_deref(), Some("data: [DONE]\n\n"));
-        let payload = |f: &String| {
-            f.strip_prefix("data: ")?
+        let payload = |frame: &String| {
+            let json = frame
+                .strip_prefix("data: ")
+                .unwrap()
                 .strip_suffix("\n\n")
-                .map(str::to_owned)
+                .unwrap();
+            assert!(!json.contains('\n'), "one event per frame: {frame:?}");
+            serde_json::from_str(json).unwrap()
         };
-        let payloads: Vec<String> = frames.iter().map(|f| payload(f).unwrap()).collect();
-        assert!(
-            payloads.iter().all(|p| !p.contains('\n')),
-            "one event per frame"
-        );
-        payloads
-            .iter()
-            .map(|p| serde_json::from_str(p).unwrap())
-            .collect()
+        frames.iter().map(payload).collect()
     }
 
     fn poll_once(body: &mut Body) -> Poll<Option<Result<Frame<Bytes>, body::BoxError>>> {
@@ -733,10 +742,8 @@ mod tests {
         let m = mock("mock://local");
         assert_eq!((m.name(), m.tokens, m.delay), ("local", 16, Duration::ZERO));
         let m = mock("mock://fast?tokens=3&delay=20ms");
-        assert_eq!(
-            (m.name(), m.tokens, m.delay),
-            ("fast", 3, Duration::from_millis(20))
-        );
+        let fast = ("fast", 3, Duration::from_millis(20));
+        assert_eq!((m.name(), m.tokens, m.delay), fast);
         assert_eq!(mock("mock://x/?delay=1s").delay, Duration::from_secs(1));
     }
 
@@ -761,15 +768,13 @@ mod tests {
         let m = mock("mock://local?tokens=5");
         let req = r#"{"model":"gpt-x","messages":[{"role":"user","content":"hello there world"},
             {"role":"user","content":[{"type":"text","text":"and more"}]}]}"#;
-        let response = post(&m, "/v1/chat/completions", req).await;
+        let response = post(&m, CHAT, req).await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-sluice-mock"], "local");
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
         let v = json_of(response).await;
-        assert_eq!(
-            (&v["object"], &v["model"]),
-            (&json!("chat.completion"), &json!("gpt-x"))
-        );
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["model"], "gpt-x");
         assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-mock-"));
         assert!(v["created"].as_u64().unwrap() > 1_600_000_000);
         let message = json!({ "role": "assistant", "content": "lorem ipsum dolor sit amet " });
@@ -782,25 +787,12 @@ mod tests {
     #[tokio::test]
     async fn max_tokens_cuts_with_finish_reason_length() {
         let m = mock("mock://local?tokens=10");
-        let v = json_of(
-            post(
-                &m,
-                "/v1/chat/completions",
-                r#"{"model":"m","max_tokens":3}"#,
-            )
-            .await,
-        );
-        let v = v.await;
+        let v = json_of(post(&m, CHAT, r#"{"model":"m","max_tokens":3}"#).await).await;
         assert_eq!(v["choices"][0]["finish_reason"], "length");
-        assert_eq!(
-            (
-                &v["usage"]["completion_tokens"],
-                &v["usage"]["prompt_tokens"]
-            ),
-            (&json!(3), &json!(1))
-        );
+        assert_eq!(v["usage"]["completion_tokens"], 3);
+        assert_eq!(v["usage"]["prompt_tokens"], 1);
         let req = r#"{"model":"m","max_completion_tokens":50}"#;
-        let v = json_of(post(&m, "/v1/chat/completions", req).await).await;
+        let v = json_of(post(&m, CHAT, req).await).await;
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
         assert_eq!(v["usage"]["completion_tokens"], 10);
     }
@@ -809,7 +801,7 @@ mod tests {
     async fn streamed_chat_without_usage() {
         let m = mock("mock://s?tokens=3");
         let req = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-        let response = post(&m, "/v1/chat/completions", req).await;
+        let response = post(&m, CHAT, req).await;
         assert_eq!(response.headers()["x-sluice-mock"], "s");
         let events = stream_events(response).await;
         assert_eq!(events.len(), 5, "role, 3 tokens, finish");
@@ -819,9 +811,8 @@ mod tests {
         assert_eq!(text, ["lorem ", "ipsum ", "dolor "]);
         assert_eq!(delta(4), json!({}));
         assert_eq!(events[4]["choices"][0]["finish_reason"], "stop");
-        assert!(events[..4]
-            .iter()
-            .all(|e| e["choices"][0]["finish_reason"].is_null()));
+        let unfinished = |e: &Value| e["choices"][0]["finish_reason"].is_null();
+        assert!(events[..4].iter().all(unfinished));
         for event in &events {
             assert_eq!(event["object"], "chat.completion.chunk");
             assert_eq!(event["id"], events[0]["id"]);
@@ -834,12 +825,11 @@ mod tests {
         let m = mock("mock://s?tokens=8");
         let req = r#"{"model":"m","messages":[{"role":"user","content":"a b c"}],"max_tokens":2,
             "stream":true,"stream_options":{"include_usage":true}}"#;
-        let events = stream_events(post(&m, "/v1/chat/completions", req).await).await;
+        let events = stream_events(post(&m, CHAT, req).await).await;
         assert_eq!(events.len(), 5, "role, 2 tokens, finish, usage");
         assert_eq!(events[3]["choices"][0]["finish_reason"], "length");
-        assert!(events[..4]
-            .iter()
-            .all(|e| e["usage"].is_null() && e.get("usage").is_some()));
+        let usage_null = |e: &Value| e.get("usage") == Some(&Value::Null);
+        assert!(events[..4].iter().all(usage_null));
         assert_eq!(events[4]["choices"], json!([]));
         let usage = json!({ "prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5 });
         assert_eq!(events[4]["usage"], usage);
@@ -849,11 +839,7 @@ mod tests {
     async fn delays_hold_back_tokens() {
         // The role chunk comes at once; the first token waits for the delay.
         let headers = [("x-mock-delay", "1h")];
-        let req = request(
-            "/v1/chat/completions",
-            r#"{"model":"m","stream":true}"#,
-            &headers,
-        );
+        let req = request(CHAT, r#"{"model":"m","stream":true}"#, &headers);
         let mut body = mock("mock://s").handle(req).await.into_body();
         assert!(matches!(poll_once(&mut body), Poll::Ready(Some(Ok(_)))));
         assert!(poll_once(&mut body).is_pending());
@@ -861,7 +847,7 @@ mod tests {
         let m = mock("mock://s?tokens=3&delay=10ms");
         for req in [r#"{"model":"m","stream":true}"#, r#"{"model":"m"}"#] {
             let start = Instant::now();
-            let response = post(&m, "/v1/chat/completions", req).await;
+            let response = post(&m, CHAT, req).await;
             response.into_body().collect().await.unwrap();
             assert!(start.elapsed() >= Duration::from_millis(30), "{req}");
         }
@@ -871,18 +857,18 @@ mod tests {
     async fn completions_plain_and_streamed() {
         let m = mock("mock://c?tokens=2");
         let req = r#"{"model":"m","prompt":["one two","three"]}"#;
-        let v = json_of(post(&m, "/v1/completions", req).await).await;
+        let v = json_of(post(&m, CMPL, req).await).await;
         assert_eq!(v["object"], "text_completion");
         assert!(v["id"].as_str().unwrap().starts_with("cmpl-mock-"));
         assert_eq!(v["choices"][0]["text"], "lorem ipsum ");
         assert_eq!(v["usage"]["prompt_tokens"], 3);
         let req = r#"{"model":"m","prompt":"x","stream":true}"#;
-        let events = stream_events(post(&m, "/v1/completions", req).await).await;
+        let events = stream_events(post(&m, CMPL, req).await).await;
         let texts: Vec<&Value> = events.iter().map(|e| &e["choices"][0]["text"]).collect();
         assert_eq!(texts, ["lorem ", "ipsum ", ""]);
         assert_eq!(events[2]["choices"][0]["finish_reason"], "stop");
         let req = r#"{"model":"m","prompt":"x","stream":true,"max_tokens":0}"#;
-        let events = stream_events(post(&m, "/v1/completions", req).await).await;
+        let events = stream_events(post(&m, CMPL, req).await).await;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0]["choices"][0]["finish_reason"], "length");
     }
@@ -891,39 +877,15 @@ mod tests {
     async fn bad_input_is_a_json_400() {
         let m = mock("mock://local");
         for (path, body, code) in [
-            ("/v1/chat/completions", "not json", "invalid_json"),
-            (
-                "/v1/chat/completions",
-                r#"{"messages":[]}"#,
-                "missing_model",
-            ),
-            (
-                "/v1/chat/completions",
-                r#"{"model":"m","stream":"yes"}"#,
-                "invalid_request",
-            ),
-            (
-                "/v1/chat/completions",
-                r#"{"model":"m","max_tokens":-1}"#,
-                "invalid_request",
-            ),
-            (
-                "/v1/completions",
-                r#"{"model":"m","prompt":7}"#,
-                "invalid_request",
-            ),
-            ("/v1/embeddings", r#"{"input":"x"}"#, "missing_model"),
-            ("/v1/embeddings", r#"{"model":"e"}"#, "invalid_request"),
-            (
-                "/v1/embeddings",
-                r#"{"model":"e","input":[]}"#,
-                "invalid_request",
-            ),
-            (
-                "/v1/embeddings",
-                r#"{"model":"e","input":[1]}"#,
-                "invalid_request",
-            ),
+            (CHAT, "not json", "invalid_json"),
+            (CHAT, r#"{"messages":[]}"#, "missing_model"),
+            (CHAT, r#"{"model":"m","stream":"yes"}"#, "invalid_request"),
+            (CHAT, r#"{"model":"m","max_tokens":-1}"#, "invalid_request"),
+            (CMPL, r#"{"model":"m","prompt":7}"#, "invalid_request"),
+            (EMB, r#"{"input":"x"}"#, "missing_model"),
+            (EMB, r#"{"model":"e"}"#, "invalid_request"),
+            (EMB, r#"{"model":"e","input":[]}"#, "invalid_request"),
+            (EMB, r#"{"model":"e","input":[1]}"#, "invalid_request"),
         ] {
             let response = post(&m, path, body).await;
             assert_eq!(response.status(), 400, "{body}");
@@ -942,19 +904,17 @@ mod tests {
         let response = post(&m, "/v2/nothing", "{}").await;
         assert_eq!(response.status(), 404);
         assert_eq!(json_of(response).await["error"]["code"], "unknown_url");
-        let response = m.handle(request("/v1/chat/completions", "", &[])).await;
+        let response = m.handle(request(CHAT, "", &[])).await;
         assert_eq!(response.status(), 405);
         assert_eq!(response.headers()[ALLOW], "POST");
     }
 
     #[tokio::test]
     async fn lists_the_backend_as_its_model() {
-        let v = json_of(
-            mock("mock://llama")
-                .handle(request("/v1/models", "", &[]))
-                .await,
-        )
-        .await;
+        let response = mock("mock://llama")
+            .handle(request("/v1/models", "", &[]))
+            .await;
+        let v = json_of(response).await;
         let model =
             json!({ "id": "llama", "object": "model", "created": 0, "owned_by": "sluice-mock" });
         assert_eq!(v, json!({ "object": "list", "data": [model] }));
@@ -964,7 +924,7 @@ mod tests {
     async fn embeddings_are_deterministic_unit_vectors() {
         let m = mock("mock://e");
         let req = r#"{"model":"emb","input":["hello world","other","hello world"]}"#;
-        let v = json_of(post(&m, "/v1/embeddings", req).await).await;
+        let v = json_of(post(&m, EMB, req).await).await;
         assert_eq!((&v["object"], &v["model"]), (&json!("list"), &json!("emb")));
         assert_eq!(v["usage"], json!({ "prompt_tokens": 5, "total_tokens": 5 }));
         let data = v["data"].as_array().unwrap();
@@ -975,7 +935,7 @@ mod tests {
         assert_eq!(data[0]["embedding"], data[2]["embedding"]);
         assert_ne!(data[0]["embedding"], data[1]["embedding"]);
         let single = r#"{"model":"emb","input":"hello world"}"#;
-        let v = json_of(post(&m, "/v1/embeddings", single).await).await;
+        let v = json_of(post(&m, EMB, single).await).await;
         assert_eq!(v["data"][0]["embedding"], data[0]["embedding"]);
     }
 
@@ -983,24 +943,23 @@ mod tests {
     async fn headers_override_status_tokens_and_delay() {
         let m = mock("mock://local?tokens=4&delay=1h");
         fn chat(headers: &[(&'static str, &'static str)]) -> Request<Body> {
-            request("/v1/chat/completions", r#"{"model":"m"}"#, headers)
+            request(CHAT, r#"{"model":"m"}"#, headers)
         }
         let response = m.handle(chat(&[("x-mock-status", "503")])).await;
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["x-sluice-mock"], "local");
         assert_eq!(json_of(response).await["error"]["type"], "server_error");
-        assert_eq!(
-            m.handle(chat(&[("x-mock-status", "429")])).await.status(),
-            429
-        );
+        let response = m.handle(chat(&[("x-mock-status", "429")])).await;
+        assert_eq!(response.status(), 429);
         let headers = [("x-mock-tokens", "2"), ("x-mock-delay", "0s")];
         let v = json_of(m.handle(chat(&headers)).await).await;
         assert_eq!(v["usage"]["completion_tokens"], 2);
-        for header in [
+        let bad = [
             ("x-mock-status", "200"),
             ("x-mock-tokens", "0"),
             ("x-mock-delay", "x"),
-        ] {
+        ];
+        for header in bad {
             assert_eq!(m.handle(chat(&[header])).await.status(), 400, "{header:?}");
         }
     }
