@@ -5,8 +5,9 @@
 //! 1. **Host.** An exact host beats a wildcard (`*.example.com`, longest suffix first), which
 //!    beats a route with no host. If no route of the most specific host group matches, the next
 //!    group is tried, so a catch-all route still serves hosts that have their own routes.
-//! 2. **Path**, within a host group: an exact `path`, then the longest `path_prefix`, then
-//!    `path_regex` routes in config order.
+//! 2. **Path**, within a host group: an exact `path`, then `path_regex` routes in config
+//!    order, then the longest `path_prefix`. Regexes come before prefixes, as nginx's regex
+//!    locations do, so that a catch-all `/` never shadows them.
 //! 3. **Method and headers** filter the routes that share a path; among those, the first in
 //!    config order wins.
 //!
@@ -167,6 +168,14 @@ impl HostGroup {
         if let Some(found) = self.exact.get(path).and_then(|l| first(l, path.len())) {
             return Some(found);
         }
+        if let Some(found) = self
+            .regex
+            .iter()
+            .filter(|(re, _)| re.is_match(path))
+            .find_map(|(_, c)| first(std::slice::from_ref(c), 0))
+        {
+            return Some(found);
+        }
         for &len in &self.prefix_lengths {
             let Some(prefix) = path.get(..len) else {
                 continue;
@@ -175,10 +184,7 @@ impl HostGroup {
                 return Some(found);
             }
         }
-        self.regex
-            .iter()
-            .filter(|(re, _)| re.is_match(path))
-            .find_map(|(_, c)| first(std::slice::from_ref(c), 0))
+        None
     }
 }
 

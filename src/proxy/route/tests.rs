@@ -28,16 +28,21 @@ fn longest_prefix_wins_over_order() {
 }
 
 #[test]
-fn exact_path_beats_prefix_and_regex_comes_last() {
+fn exact_path_beats_regex_which_beats_prefix() {
     let routes = [
-        route(&[], PathMatch::Regex(Regex::new("^/v1/.*$").unwrap())),
+        route(&[], prefix("/")),
         route(&[], prefix("/v1/")),
+        route(
+            &[],
+            PathMatch::Regex(Regex::new("^/v1/(chat/)?completions$").unwrap()),
+        ),
         route(&[], PathMatch::Exact("/v1/models".into())),
     ];
     let router = Router::new(&routes);
-    assert_eq!(find(&router, "h", "/v1/models"), Some(2));
-    assert_eq!(find(&router, "h", "/v1/chat"), Some(1));
-    assert_eq!(find(&router, "h", "/v2"), None);
+    assert_eq!(find(&router, "h", "/v1/models"), Some(3));
+    assert_eq!(find(&router, "h", "/v1/chat/completions"), Some(2));
+    assert_eq!(find(&router, "h", "/v1/embeddings"), Some(1));
+    assert_eq!(find(&router, "h", "/v2"), Some(0));
 }
 
 #[test]
