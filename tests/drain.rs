@@ -1,0 +1,147 @@
+//! Graceful shutdown of the real binary: SIGTERM drains requests in flight, refuses new
+//! connections, fails readiness, and exits 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{get, Upstream};
+use http::Response;
+use http_body_util::Full;
+use tokio::sync::{mpsc, oneshot};
+
+/// The binary, started with `toml`; returns it and its bound (http, monitor) addresses,
+/// read from its `listening` log line.
+fn spawn_gateway(dir: &std::path::Path, toml: &str) -> (Child, SocketAddr, SocketAddr) {
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .args(["--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0"])
+        .args(["--log-format", "json", "--log-level", "info"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (http, monitor) = loop {
+        let line = lines
+            .next()
+            .expect("gateway exited before listening")
+            .unwrap();
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if event["message"] == "listening" {
+            break (
+                event["http"].as_str().unwrap().parse().unwrap(),
+                event["monitor"].as_str().unwrap().parse().unwrap(),
+            );
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, http, monitor)
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    // An upstream that holds each request until the test releases it.
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let upstream = Upstream::start(move |_| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let (release_tx, release) = oneshot::channel();
+            arrived_tx.send(release_tx).unwrap();
+            let _ = release.await;
+            Response::new(Full::new(Bytes::from_static(b"finished")))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, http, monitor) = spawn_gateway(
+        dir.path(),
+        &format!(
+            "[server]\ndrain_timeout = \"30s\"\n[[clusters]]\nname = \"slow\"\n\
+             backends = [{{ url = \"{}\" }}]\n[[routes]]\nname = \"all\"\ncluster = \"slow\"\n",
+            upstream.url()
+        ),
+    );
+    assert_eq!(get(&format!("http://{monitor}/readyz")).await.status, 200);
+
+    // A request in flight, held by the upstream.
+    let in_flight = tokio::spawn(async move { get(&format!("http://{http}/work")).await });
+    let release = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .expect("the request never reached the upstream")
+        .unwrap();
+
+    signal(&child, "TERM");
+
+    // Readiness fails and new connections are refused while the request is still held.
+    wait_until(|| async { get(&format!("http://{monitor}/readyz")).await.status == 503 }).await;
+    wait_until(|| async { tokio::net::TcpStream::connect(http).await.is_err() }).await;
+    assert!(!in_flight.is_finished());
+
+    // Released, the request finishes normally, marked as the connection's last.
+    release.send(()).unwrap();
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "finished");
+    assert_eq!(answer.header("connection"), "close");
+
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sigint_with_nothing_in_flight_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, http, _) = spawn_gateway(
+        dir.path(),
+        "[[clusters]]\nname = \"m\"\nbackends = [{ url = \"mock://m\" }]\n\
+         [[routes]]\nname = \"all\"\ncluster = \"m\"\n",
+    );
+    let answer = common::post_json(
+        &format!("http://{http}/v1/chat/completions"),
+        &serde_json::json!({"model": "m", "messages": []}),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    signal(&child, "INT");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Polls `condition` until it holds; fails after 10 s so a broken drain cannot hang the test.
+async fn wait_until<F, Fut>(condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
+        tokio::task::yield_now().await;
+    }
+}
