@@ -110,6 +110,75 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 }
 
 #[tokio::test]
+async fn sigterm_sends_goaway_to_http2_clients_and_lets_their_streams_finish() {
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let upstream = Upstream::start(move |_| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let (release_tx, release) = oneshot::channel();
+            arrived_tx.send(release_tx).unwrap();
+            let _ = release.await;
+            Response::new(Full::new(Bytes::from_static(b"finished")))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, http, _) = spawn_gateway(
+        dir.path(),
+        &format!(
+            "[[clusters]]\nname = \"slow\"\nbackends = [{{ url = \"{}\" }}]\n\
+             [[clusters]]\nname = \"fast\"\nbackends = [{{ url = \"mock://fast\" }}]\n\
+             [[routes]]\nname = \"probe\"\ncluster = \"fast\"\nmatch = {{ path = \"/v1/models\" }}\n\
+             [[routes]]\nname = \"all\"\ncluster = \"slow\"\n",
+            upstream.url()
+        ),
+    );
+    let stream = tokio::net::TcpStream::connect(http).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = |path: &str| {
+        http::Request::get(format!("http://{http}{path}"))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    let in_flight = tokio::spawn(sender.clone().send_request(request("/work")));
+    let release = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .expect("the request never reached the upstream")
+        .unwrap();
+
+    signal(&child, "TERM");
+    // After GOAWAY the connection takes no new streams (probed on a route that answers at
+    // once); the one in flight goes on.
+    wait_until(|| {
+        let next = sender.clone().send_request(request("/v1/models"));
+        async move { next.await.is_err() }
+    })
+    .await;
+    release.send(()).unwrap();
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight stream was cut");
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(body.as_ref(), b"finished");
+    conn.await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
 async fn sigint_with_nothing_in_flight_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, http, _) = spawn_gateway(
