@@ -1,6 +1,7 @@
 //! The traffic listener: accept, apply connection limits, serve HTTP/1.1 and h2c, drain.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,10 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
+        // Pings find HTTP/2 peers that vanished without closing their connection.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
     if !settings.http2 {
         builder = builder.http1_only();
     }
@@ -71,12 +75,30 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
         proxy.metrics.connections.inc();
         proxy.metrics.open_connections.inc();
         tokio::spawn(async move {
+            // Set by the first request. Until then hyper-util is still sniffing for the
+            // HTTP/2 preface with no timeout of its own, so a silent client would hold a
+            // connection slot forever; `header_read_timeout` bounds that wait too.
+            let spoke = Arc::new(AtomicBool::new(false));
             let service = service_fn(|req| {
+                spoke.store(true, Ordering::Relaxed);
                 let proxy = Arc::clone(&proxy);
                 async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(conn).await {
+            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = &mut conn => Some(result),
+                () = tokio::time::sleep(proxy.settings.header_read_timeout) => None,
+            };
+            let result = match result {
+                Some(result) => result,
+                None if spoke.load(Ordering::Relaxed) => conn.await,
+                None => {
+                    tracing::debug!(%peer, "client sent no request in time; closing");
+                    Ok(())
+                }
+            };
+            if let Err(err) = result {
                 tracing::debug!(%peer, error = %err, "connection ended with an error");
             }
             proxy.metrics.open_connections.dec();

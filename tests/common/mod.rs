@@ -257,3 +257,244 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let _ = stream.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Misbehaving upstreams and low-level clients, for the failure and limit tests.
+// ---------------------------------------------------------------------------------------------
+
+/// What a [`RawUpstream`] does on each connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Script {
+    /// Closes the connection as soon as it is accepted, without reading anything.
+    CloseAtOnce,
+    /// Reads the request head, writes these bytes (maybe none), then keeps the connection
+    /// open, reading and discarding until the peer closes it.
+    ReplyThenStall(&'static [u8]),
+    /// Reads the request head, writes these bytes and closes the connection.
+    ReplyThenClose(&'static [u8]),
+}
+
+/// A TCP server on 127.0.0.1:0 that plays a [`Script`] instead of speaking HTTP properly,
+/// and reports each request head it reads.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    heads: tokio::sync::mpsc::UnboundedReceiver<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawUpstream {
+    pub async fn start(script: Script) -> RawUpstream {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (heads_tx, heads) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let heads_tx = heads_tx.clone();
+                tokio::spawn(async move {
+                    let reply = match script {
+                        Script::CloseAtOnce => return,
+                        Script::ReplyThenStall(reply) | Script::ReplyThenClose(reply) => reply,
+                    };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = heads_tx.send(String::from_utf8_lossy(&head).into_owned());
+                    if stream.write_all(reply).await.is_err() {
+                        return;
+                    }
+                    if let Script::ReplyThenStall(_) = script {
+                        while let Ok(n) = stream.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        RawUpstream { addr, heads, task }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Waits for the next request head this upstream reads.
+    pub async fn next_head(&mut self) -> String {
+        self.heads.recv().await.expect("the raw upstream stopped")
+    }
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a [`Tap`] upstream saw, as it happened.
+#[derive(Debug)]
+pub enum TapEvent {
+    /// A request head arrived (before its body was read).
+    Head { uri: String },
+    /// The request's body ended: its bytes, or why it failed.
+    Body {
+        uri: String,
+        body: Result<Bytes, String>,
+    },
+}
+
+/// An HTTP/1.1 upstream on 127.0.0.1:0 that reports each connection it accepts and each
+/// request head and body as they arrive, and answers 200 with the body it received.
+pub struct Tap {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    events: tokio::sync::mpsc::UnboundedReceiver<TapEvent>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Tap {
+    pub async fn start() -> Tap {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let count = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let events_tx = events_tx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let events_tx = events_tx.clone();
+                        async move {
+                            let uri = req.uri().to_string();
+                            let _ = events_tx.send(TapEvent::Head { uri: uri.clone() });
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .map_err(|e| e.to_string());
+                            let answer = body.clone().unwrap_or_default();
+                            let _ = events_tx.send(TapEvent::Body { uri, body });
+                            Ok::<_, Infallible>(Response::new(Full::new(answer)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Tap {
+            addr,
+            accepted,
+            events,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for the next event.
+    pub async fn next_event(&mut self) -> TapEvent {
+        self.events.recv().await.expect("the tap upstream stopped")
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A request body fed chunk by chunk through a channel; it ends when the sender is dropped.
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+/// A [`ChannelBody`] and the sender that feeds it.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    (tx, ChannelBody { rx })
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| Ok(http_body::Frame::data(data))))
+    }
+}
+
+/// Sends `req` over HTTP/1.1 and returns the response with its body still unread.
+pub async fn open<B>(req: Request<B>) -> Response<Incoming>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let client = Client::builder(TokioExecutor::new()).build_http::<B>();
+    client.request(req).await.expect("request failed")
+}
+
+/// Reads a body to its end: the bytes that came, and the error it ended with (`None` for a
+/// clean end).
+pub async fn drain(mut body: Incoming) -> (Bytes, Option<hyper::Error>) {
+    let mut data = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return (data.freeze(), None),
+            Some(Err(err)) => return (data.freeze(), Some(err)),
+            Some(Ok(frame)) => {
+                if let Some(chunk) = frame.data_ref() {
+                    data.extend_from_slice(chunk);
+                }
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 client connection of its own; abort the handle to close it.
+pub async fn connect_h1(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (sender, task)
+}
