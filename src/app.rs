@@ -19,7 +19,7 @@ use crate::{listener, monitor};
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("invalid configuration:\n{}", list(.0))]
+    #[error("{}", list(.0))]
     Config(Vec<ConfigError>),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {

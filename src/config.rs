@@ -21,6 +21,7 @@ use ipnet::IpNet;
 
 pub use snapshot::Snapshot;
 
+use crate::metrics::Metrics;
 use file::{DynamicFile, Log, MainFile, UpstreamDefaults};
 
 /// One problem in the config: `file:key: reason`.
@@ -89,12 +90,14 @@ pub struct Config {
     pub dynamic: DynamicSources,
 }
 
-/// Reads the main file and its dynamic directory and checks the static part.
+/// Reads the main file and its dynamic directory and checks the static part. When only the
+/// static part is wrong, the dynamic part is checked too, so the errors list every problem.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let main: MainFile = parse_file(path, &mut hasher).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let static_config = compile::static_config(path, &main, &mut errors);
+    let static_errors = errors.len();
 
     let mut files = vec![(
         path.to_owned(),
@@ -121,15 +124,24 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             }),
         }
     }
+    let dynamic = DynamicSources {
+        files,
+        version: format!("{:016x}", hasher.finish()),
+    };
     match (static_config, errors.is_empty()) {
         (Some(static_config), true) => Ok(Config {
             path: path.to_owned(),
             static_config,
-            dynamic: DynamicSources {
-                files,
-                version: format!("{:016x}", hasher.finish()),
-            },
+            dynamic,
         }),
+        (None, _) if errors.len() == static_errors => {
+            // Every file parsed and only the static part is wrong: check the dynamic part too,
+            // so that one run reports every problem. (After a parse error it would report
+            // clusters of the unparsed file as missing.)
+            let checked = compile::snapshot(&dynamic, &main.upstream, &Metrics::new());
+            errors.extend(checked.err().unwrap_or_default());
+            Err(errors)
+        }
         _ => Err(errors),
     }
 }

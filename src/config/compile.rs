@@ -60,6 +60,15 @@ pub fn static_config(
     if s.header_read_timeout.0.is_zero() {
         errors.push("server.header_read_timeout", "must be longer than 0s");
     }
+    let (http, monitor) = (main.listen.http, main.listen.monitor);
+    let overlap =
+        http.ip() == monitor.ip() || http.ip().is_unspecified() || monitor.ip().is_unspecified();
+    if http.port() != 0 && http.port() == monitor.port() && overlap {
+        errors.push(
+            "listen.monitor",
+            format!("`{monitor}` takes the same port as listen.http `{http}`"),
+        );
+    }
     let mut trusted_proxies = Vec::new();
     for (i, text) in s.trusted_proxies.iter().enumerate() {
         match parse_net(text) {
@@ -70,11 +79,8 @@ pub fn static_config(
             ),
         }
     }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&main.log.level) {
-        errors.push(
-            "log.level",
-            format!("invalid filter `{}`: {e}", main.log.level),
-        );
+    if let Err(reason) = check_log_filter(&main.log.level) {
+        errors.push("log.level", reason);
     }
     if list.len() > before {
         return None;
@@ -96,6 +102,23 @@ pub fn static_config(
         upstream: main.upstream.clone(),
         log: main.log.clone(),
     })
+}
+
+/// A `tracing` filter whose bare words are level names: `tracing` would read `inof` as a
+/// target and log nothing, so a typo must not pass. Targets take `target=level`.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map_err(|e| format!("invalid filter `{filter}`: {e}"))?;
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}` is not a level (trace, debug, info, warn, error, off); \
+                 filter a target with `target=level`"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn parse_net(text: &str) -> Option<IpNet> {
@@ -275,7 +298,7 @@ fn backend_target(url: &str) -> Result<(Target, HeaderValue), String> {
     let uri = Uri::from_str(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
     let scheme = uri.scheme_str().unwrap_or("");
     if scheme == "mock" {
-        let mock = MockBackend::from_uri(&uri)?;
+        let mock = MockBackend::from_uri(&uri).map_err(|e| format!("`{url}`: {e}"))?;
         let authority = HeaderValue::from_str(mock.name())
             .map_err(|_| format!("`{url}`: the mock name is not a valid host"))?;
         return Ok((Target::Mock(mock), authority));
@@ -288,6 +311,9 @@ fn backend_target(url: &str) -> Result<(Target, HeaderValue), String> {
     let Some(authority) = uri.authority() else {
         return Err(format!("`{url}` has no host"));
     };
+    if authority.as_str().contains('@') {
+        return Err(format!("`{url}`: a backend URL cannot carry a user name"));
+    }
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(format!(
             "`{url}` has a path or query; a backend is `http://host:port` (use a route's rewrite_prefix for paths)"
@@ -322,8 +348,10 @@ fn route(
                 "needs match.path or match.path_prefix, not match.path_regex",
             );
         }
-        if !(prefix.is_empty() || prefix.starts_with('/') && PathAndQuery::from_str(prefix).is_ok())
-        {
+        let is_path = prefix.starts_with('/')
+            && !prefix.contains('?')
+            && PathAndQuery::from_str(prefix).is_ok();
+        if !(prefix.is_empty() || is_path) {
             errors.push(
                 format!("{key}.rewrite_prefix"),
                 format!("`{prefix}` must be empty or a path starting with `/`"),
@@ -388,8 +416,17 @@ fn matcher(key: &str, m: &file::Match, errors: &mut Errors) -> Option<RouteMatch
         (None, None, Some(re)) => match Regex::new(re) {
             Ok(re) => PathMatch::Regex(re),
             Err(e) => {
-                let reason = e.to_string().replace('\n', " ");
-                errors.push(format!("{key}.path_regex"), reason);
+                // The parser's message spans lines and draws a caret; keep its last line.
+                let text = e.to_string();
+                let detail = text
+                    .lines()
+                    .rev()
+                    .find_map(|line| line.trim().strip_prefix("error: "))
+                    .unwrap_or(text.trim());
+                errors.push(
+                    format!("{key}.path_regex"),
+                    format!("`{re}` is not a valid regex: {detail}"),
+                );
                 PathMatch::Prefix("/".to_owned())
             }
         },
@@ -402,14 +439,14 @@ fn matcher(key: &str, m: &file::Match, errors: &mut Errors) -> Option<RouteMatch
         }
     };
     let mut hosts = Vec::new();
-    for (i, host) in m.hosts.iter().enumerate() {
-        let host = host.to_ascii_lowercase();
+    for (i, text) in m.hosts.iter().enumerate() {
+        let host = text.to_ascii_lowercase();
         if valid_host_pattern(&host) {
             hosts.push(host);
         } else {
             errors.push(
                 format!("{key}.hosts[{i}]"),
-                format!("`{host}` is not a host name or a `*.example.com` wildcard (no port)"),
+                format!("`{text}` is not a host name or a `*.example.com` wildcard (no port)"),
             );
         }
     }
