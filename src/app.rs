@@ -3,17 +3,18 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{compile, Config, ConfigError};
+use crate::config::{compile, Config, ConfigError, Snapshot};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::proxy::Proxy;
+use crate::upstream::Target;
 use crate::{listener, monitor};
 
 /// Why the gateway could not start.
@@ -70,7 +71,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         access_log: static_config.log.access_log,
     });
     let monitor = Arc::new(Monitor {
-        state,
+        state: Arc::clone(&state),
         metrics,
         ready: false.into(),
         draining: false.into(),
@@ -78,6 +79,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     });
     let (stop_http, http_rx) = watch::channel(false);
     let (stop_monitor, monitor_rx) = watch::channel(false);
+    tokio::spawn(sweep_idle_connections(Arc::clone(&state), http_rx.clone()));
     let http_task = tokio::spawn(listener::serve(http, proxy, http_rx));
     let monitor_task = tokio::spawn(monitor::serve(
         monitor_listener,
@@ -95,6 +97,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http_task,
         monitor_task,
     })
+}
+
+/// Once a second, closes idle upstream connections that are past their idle timeout or
+/// were closed by the backend, so that a quiet gateway does not hold them open.
+async fn sweep_idle_connections(state: Arc<ArcSwap<Snapshot>>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = listener::stopped(&mut stop) => return,
+        }
+        let snapshot = state.load();
+        for backend in snapshot.clusters.iter().flat_map(|c| &c.backends) {
+            if let Target::Http(http) = &backend.target {
+                http.sweep();
+            }
+        }
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

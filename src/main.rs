@@ -111,8 +111,13 @@ fn run(args: RunArgs) -> ExitCode {
     let level = args.log_level.unwrap_or_else(|| settings.log.level.clone());
     init_logging(&level, args.log_format.unwrap_or(settings.log.format));
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if settings.server.workers > 0 {
+    // One worker runs on the current thread: no work-stealing bookkeeping at all.
+    let mut runtime = if settings.server.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if settings.server.workers > 1 {
         runtime.worker_threads(settings.server.workers);
     }
     let runtime = match runtime.enable_all().build() {

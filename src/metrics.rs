@@ -27,6 +27,8 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     /// `sluice_upstream_connect_errors_total{cluster}`.
     connect_errors: IntCounterVec,
+    /// `sluice_upstream_connects_total{cluster}`: upstream connections opened.
+    connects: IntCounterVec,
     /// `sluice_open_connections`: downstream connections open now.
     pub open_connections: IntGauge,
     /// `sluice_connections_total`: downstream connections accepted.
@@ -52,6 +54,7 @@ pub struct RouteMetrics {
 pub struct ClusterMetrics {
     pub upstream_duration: Histogram,
     pub connect_errors: IntCounter,
+    pub connects: IntCounter,
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -96,6 +99,11 @@ impl Metrics {
                 "Upstream connections that could not be made (refused, reset, timed out).",
                 &["cluster"],
             ),
+            connects: counter_vec(
+                "sluice_upstream_connects_total",
+                "Upstream connections opened (reused keep-alive connections are not counted).",
+                &["cluster"],
+            ),
             open_connections: gauge("sluice_open_connections", "Client connections open now."),
             connections: IntCounter::new(
                 "sluice_connections_total",
@@ -132,6 +140,7 @@ impl Metrics {
             Box::new(self.request_duration.clone()),
             Box::new(self.upstream_duration.clone()),
             Box::new(self.connect_errors.clone()),
+            Box::new(self.connects.clone()),
             Box::new(self.open_connections.clone()),
             Box::new(self.connections.clone()),
             Box::new(self.in_flight.clone()),
@@ -165,6 +174,7 @@ impl Metrics {
         ClusterMetrics {
             upstream_duration: self.upstream_duration.with_label_values(&[cluster]),
             connect_errors: self.connect_errors.with_label_values(&[cluster]),
+            connects: self.connects.with_label_values(&[cluster]),
         }
     }
 

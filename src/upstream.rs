@@ -1,30 +1,42 @@
-//! Connections to backends: one pooled keep-alive client per cluster.
+//! Connections to backends.
 //!
-//! A cluster's backends are reached either over TCP (HTTP/1.1 or h2c, through hyper-util's
-//! pooled client) or, for `mock://` URLs, by calling the built-in mock model server in process.
-//! Either way the caller gets a `Response<Body>` or a [`ProxyError`] that says what failed.
+//! Each HTTP backend owns its connections ([`HttpBackend`]): a lock-free queue of idle
+//! HTTP/1.1 connections, or one shared HTTP/2 connection for h2c. A request takes an idle
+//! connection (or opens one), and its response body puts the connection back when the last
+//! byte has been read, so a keep-alive connection serves one request at a time and is never
+//! reused half-read. `mock://` backends are answered in process by the built-in mock model
+//! server. Either way the caller gets a `Response<Body>` or a [`ProxyError`] saying what
+//! failed.
+//!
+//! Why not hyper-util's pooled `Client`: it keys its pool by authority behind a mutex and
+//! routes each request through extra channels; the pool here is per backend, needs no
+//! hashing and no lock, and measured faster on the load benchmark (docs/benchmarks.md).
+
+mod connect;
+mod pool;
 
 use std::error::Error as _;
-use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::uri::Authority;
+use http::{Request, Response};
 
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::config::file::UpstreamProtocol;
 use crate::error::ProxyError;
+use crate::metrics::ClusterMetrics;
 use crate::mock::MockBackend;
 use crate::proxy::limit::BodyTooLarge;
+use pool::{Pool, PooledBody};
 
-/// Settings of one cluster's client.
+/// Settings shared by a cluster's backends.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     pub protocol: UpstreamProtocol,
     /// `None` waits as long as the OS does.
     pub connect_timeout: Option<Duration>,
+    /// Idle connections older than this are closed; `None` keeps them.
     pub pool_idle_timeout: Option<Duration>,
     pub pool_max_idle_per_host: usize,
 }
@@ -32,85 +44,133 @@ pub struct ClientSettings {
 /// Where one backend lives.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// A TCP backend: `scheme://authority`, to which the request's path is appended.
-    Http { base: Uri },
+    /// A TCP backend with its connections.
+    Http(Arc<HttpBackend>),
     /// The in-process mock model server.
     Mock(MockBackend),
 }
 
-/// The pooled client of one cluster.
-#[derive(Debug, Clone)]
-pub struct UpstreamClient {
-    client: Client<HttpConnector, Body>,
-    connect_timeout: Option<Duration>,
-}
-
-impl UpstreamClient {
-    /// Builds the client; no connection is opened until the first request.
-    pub fn new(settings: &ClientSettings) -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(settings.connect_timeout);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            // Small JSON requests: one write of head and body beats a vectored write.
-            .http1_writev(false)
-            .http2_only(settings.protocol == UpstreamProtocol::H2c);
-        UpstreamClient {
-            client: builder.build(connector),
-            connect_timeout: settings.connect_timeout,
-        }
-    }
-
-    /// Sends `req` to `target` and waits for the response head.
-    pub async fn send(
-        &self,
-        target: &Target,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, ProxyError> {
-        match target {
+impl Target {
+    /// Sends `req` and waits for the response head.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        match self {
             Target::Mock(mock) => Ok(mock.handle(req).await),
-            Target::Http { .. } => match self.client.request(req).await {
-                Ok(response) => Ok(response.map(body::boxed)),
-                Err(err) => Err(self.classify(&err)),
-            },
+            Target::Http(backend) => backend.send(req).await,
         }
-    }
-
-    /// Names what failed: the connection, the client's own body, or the upstream's answer.
-    fn classify(&self, err: &hyper_util::client::legacy::Error) -> ProxyError {
-        let mut source = err.source();
-        while let Some(cause) = source {
-            if let Some(too_large) = cause.downcast_ref::<BodyTooLarge>() {
-                return ProxyError::BodyTooLarge {
-                    limit: too_large.limit,
-                };
-            }
-            if err.is_connect() {
-                if let Some(io) = cause.downcast_ref::<io::Error>() {
-                    if io.kind() == io::ErrorKind::TimedOut {
-                        return ProxyError::ConnectTimeout(
-                            self.connect_timeout.unwrap_or_default(),
-                        );
-                    }
-                }
-            }
-            source = cause.source();
-        }
-        if err.is_connect() {
-            return ProxyError::Connect(chain(err));
-        }
-        ProxyError::Upstream(chain(err))
     }
 }
 
-/// The error and its causes in one line: "client error (Connect): tcp connect error: refused".
-fn chain(err: &dyn std::error::Error) -> String {
+/// A TCP backend (`http://host:port`) and its connections.
+#[derive(Debug)]
+pub struct HttpBackend {
+    pub authority: Authority,
+    settings: ClientSettings,
+    pool: Pool,
+    metrics: ClusterMetrics,
+}
+
+impl HttpBackend {
+    pub fn new(authority: Authority, settings: ClientSettings, metrics: ClusterMetrics) -> Self {
+        HttpBackend {
+            authority,
+            pool: Pool::new(settings.pool_max_idle_per_host, settings.pool_idle_timeout),
+            settings,
+            metrics,
+        }
+    }
+
+    /// The protocol spoken to this backend.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.settings.protocol
+    }
+
+    /// Closes idle connections past the idle timeout.
+    pub fn sweep(&self) {
+        self.pool.sweep();
+    }
+
+    async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        match self.settings.protocol {
+            UpstreamProtocol::Http1 => self.send_http1(req).await,
+            UpstreamProtocol::H2c => self.send_h2c(req).await,
+        }
+    }
+
+    async fn send_http1(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        // Idle connections first. One the backend closed before the request was written
+        // gives the request back, and the next connection gets it.
+        while let Some(mut sender) = self.pool.checkout() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(PooledBody::wrap(response, sender, self)),
+                Err(mut err) => match err.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(classify(&err.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect_http1().await?;
+        match sender.send_request(req).await {
+            Ok(response) => Ok(PooledBody::wrap(response, sender, self)),
+            Err(err) => Err(classify(&err)),
+        }
+    }
+
+    async fn send_h2c(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let mut sender = match self.pool.shared_h2() {
+            Some(sender) => sender,
+            None => {
+                let sender = self.connect_h2c().await?;
+                self.pool.set_shared_h2(sender.clone());
+                sender
+            }
+        };
+        match sender.send_request(req).await {
+            Ok(response) => Ok(response.map(crate::body::boxed)),
+            Err(err) => Err(classify(&err)),
+        }
+    }
+
+    async fn connect_http1(
+        &self,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Body>, ProxyError> {
+        self.metrics.connects.inc();
+        connect::http1(&self.authority, self.settings.connect_timeout)
+            .await
+            .inspect_err(|_| self.metrics.connect_errors.inc())
+    }
+
+    async fn connect_h2c(
+        &self,
+    ) -> Result<hyper::client::conn::http2::SendRequest<Body>, ProxyError> {
+        self.metrics.connects.inc();
+        connect::h2c(&self.authority, self.settings.connect_timeout)
+            .await
+            .inspect_err(|_| self.metrics.connect_errors.inc())
+    }
+}
+
+/// Names what failed: the client's own body (too large), or the upstream's answer.
+fn classify(err: &hyper::Error) -> ProxyError {
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(too_large) = cause.downcast_ref::<BodyTooLarge>() {
+            return ProxyError::BodyTooLarge {
+                limit: too_large.limit,
+            };
+        }
+        source = cause.source();
+    }
+    ProxyError::Upstream(chain(err))
+}
+
+/// The error and its causes in one line: "connection closed before message completed: ...".
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

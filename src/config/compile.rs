@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method, Uri};
 use ipnet::IpNet;
 use regex::Regex;
@@ -17,11 +17,11 @@ use super::file::{self, MainFile, UpstreamDefaults};
 use super::snapshot::{Backend, Cluster, HeaderEdits, HostPolicy, Route, Snapshot, Timeouts};
 use super::units::HumanDuration;
 use super::{ConfigError, DynamicSources, ServerSettings, StaticConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{ClusterMetrics, Metrics};
 use crate::mock::MockBackend;
 use crate::proxy::balance::RoundRobin;
 use crate::proxy::route::{PathMatch, RouteMatcher, Router};
-use crate::upstream::{ClientSettings, Target, UpstreamClient};
+use crate::upstream::{ClientSettings, HttpBackend, Target};
 
 /// Collects errors against one file.
 struct Errors<'a> {
@@ -246,13 +246,30 @@ fn cluster(
             "a cluster has at most 65535 backends",
         );
     }
+    let pick = |own: Option<HumanDuration>, default: HumanDuration| {
+        Some(own.unwrap_or(default).0).filter(|d| !d.is_zero())
+    };
+    let timeouts = Timeouts {
+        connect: pick(c.connect_timeout, defaults.connect_timeout),
+        response_header: pick(c.response_header_timeout, defaults.response_header_timeout),
+        total: pick(c.total_timeout, defaults.total_timeout),
+    };
+    let settings = ClientSettings {
+        protocol: c.protocol,
+        connect_timeout: timeouts.connect,
+        pool_idle_timeout: pick(c.pool_idle_timeout, defaults.pool_idle_timeout),
+        pool_max_idle_per_host: c
+            .pool_max_idle_per_host
+            .unwrap_or(defaults.pool_max_idle_per_host),
+    };
+    let cluster_metrics = metrics.cluster(&c.name);
     let mut backends = Vec::new();
     for (i, b) in c.backends.iter().enumerate() {
         let key = format!("{key}.backends[{i}]");
         if b.weight == 0 {
             errors.push(format!("{key}.weight"), "must be at least 1");
         }
-        match backend_target(&b.url) {
+        match backend_target(&b.url, &settings, &cluster_metrics) {
             Ok((target, authority)) => backends.push(Backend {
                 url: b.url.clone(),
                 weight: b.weight,
@@ -265,36 +282,23 @@ fn cluster(
     if errors.list.len() > before {
         return None;
     }
-    let pick = |own: Option<HumanDuration>, default: HumanDuration| {
-        Some(own.unwrap_or(default).0).filter(|d| !d.is_zero())
-    };
-    let timeouts = Timeouts {
-        connect: pick(c.connect_timeout, defaults.connect_timeout),
-        response_header: pick(c.response_header_timeout, defaults.response_header_timeout),
-        total: pick(c.total_timeout, defaults.total_timeout),
-    };
-    let client = UpstreamClient::new(&ClientSettings {
-        protocol: c.protocol,
-        connect_timeout: timeouts.connect,
-        pool_idle_timeout: pick(c.pool_idle_timeout, defaults.pool_idle_timeout),
-        pool_max_idle_per_host: c
-            .pool_max_idle_per_host
-            .unwrap_or(defaults.pool_max_idle_per_host),
-    });
     let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
     Some(Cluster {
         name: c.name.clone(),
         protocol: c.protocol,
         balancer: RoundRobin::new(&weights),
         backends,
-        client,
         timeouts,
-        metrics: metrics.cluster(&c.name),
+        metrics: cluster_metrics,
     })
 }
 
 /// Parses a backend URL into where it lives and its `host:port`.
-fn backend_target(url: &str) -> Result<(Target, HeaderValue), String> {
+fn backend_target(
+    url: &str,
+    settings: &ClientSettings,
+    metrics: &ClusterMetrics,
+) -> Result<(Target, HeaderValue), String> {
     let uri = Uri::from_str(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
     let scheme = uri.scheme_str().unwrap_or("");
     if scheme == "mock" {
@@ -319,15 +323,10 @@ fn backend_target(url: &str) -> Result<(Target, HeaderValue), String> {
             "`{url}` has a path or query; a backend is `http://host:port` (use a route's rewrite_prefix for paths)"
         ));
     }
-    let base = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority.clone())
-        .path_and_query("/")
-        .build()
-        .map_err(|e| format!("`{url}`: {e}"))?;
     let host = HeaderValue::from_str(authority.as_str())
         .map_err(|_| format!("`{url}`: the host is not a valid header value"))?;
-    Ok((Target::Http { base }, host))
+    let backend = HttpBackend::new(authority.clone(), settings.clone(), metrics.clone());
+    Ok((Target::Http(Arc::new(backend)), host))
 }
 
 fn route(

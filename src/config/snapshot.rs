@@ -13,7 +13,7 @@ use crate::config::file::UpstreamProtocol;
 use crate::metrics::{ClusterMetrics, RouteMetrics};
 use crate::proxy::balance::RoundRobin;
 use crate::proxy::route::{RouteMatcher, Router};
-use crate::upstream::{Target, UpstreamClient};
+use crate::upstream::Target;
 
 /// One version of the routing config.
 #[derive(Debug)]
@@ -83,7 +83,6 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub backends: Vec<Backend>,
     pub balancer: RoundRobin,
-    pub client: UpstreamClient,
     pub timeouts: Timeouts,
     pub metrics: ClusterMetrics,
 }

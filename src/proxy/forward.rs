@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Parts, PathAndQuery};
+use http::uri::{Parts, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use tokio::time::Instant;
 
@@ -35,9 +35,13 @@ pub fn prepare(
 ) -> Result<(), ProxyError> {
     let path_and_query = rewritten_path(req.uri(), route, matched)?;
     let mut parts = Parts::default();
-    if let Target::Http { base } = &backend.target {
-        parts.scheme = base.scheme().cloned();
-        parts.authority = base.authority().cloned();
+    // HTTP/1.1 sends the origin form (`/path?query`); HTTP/2 needs the scheme and authority
+    // for its pseudo-headers.
+    if let Target::Http(http) = &backend.target {
+        if http.protocol() == UpstreamProtocol::H2c {
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = Some(http.authority.clone());
+        }
     }
     parts.path_and_query = Some(path_and_query);
     *req.uri_mut() = Uri::from_parts(parts).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
@@ -62,10 +66,11 @@ pub fn prepare(
         HostPolicy::Preserve => client_host,
         HostPolicy::Rewrite(value) => Some(value.clone()),
     };
-    match host {
-        Some(host) => headers.insert(header::HOST, host),
-        None => headers.remove(header::HOST),
-    };
+    // HTTP/1.1 needs a Host; without the client's, the backend's stands in.
+    headers.insert(
+        header::HOST,
+        host.unwrap_or_else(|| backend.authority.clone()),
+    );
     Ok(())
 }
 
@@ -110,7 +115,7 @@ pub async fn send(
         (None, Some(t)) => (Some(t), Expiry::Total),
         (None, None) => (None, Expiry::Header),
     };
-    let sent = cluster.client.send(&backend.target, req);
+    let sent = backend.target.send(req);
     let result = match wait_until {
         None => sent.await,
         Some(until) => match tokio::time::timeout_at(until, sent).await {
@@ -118,12 +123,6 @@ pub async fn send(
             Err(_) => Err(on_expiry.error(cluster)),
         },
     };
-    if matches!(
-        result,
-        Err(ProxyError::Connect(_) | ProxyError::ConnectTimeout(_))
-    ) {
-        cluster.metrics.connect_errors.inc();
-    }
     let mut response = result?;
     headers::strip_hop_by_hop(response.headers_mut());
     Ok(response)
