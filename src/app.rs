@@ -44,6 +44,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub monitor_addr: SocketAddr,
     pub monitor: Arc<Monitor>,
+    shutdown_delay: Duration,
     stop_http: watch::Sender<bool>,
     stop_monitor: watch::Sender<bool>,
     http_task: JoinHandle<()>,
@@ -92,6 +93,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http_addr,
         monitor_addr,
         monitor,
+        shutdown_delay: static_config.server.shutdown_delay,
         stop_http,
         stop_monitor,
         http_task,
@@ -135,10 +137,15 @@ fn local_addr(
 }
 
 impl Running {
-    /// Drains and stops: readiness fails at once, the traffic listener stops accepting and
-    /// waits for requests in flight (up to the drain timeout), then the monitor stops.
+    /// Drains and stops: readiness fails at once; after `shutdown_delay` the traffic
+    /// listener stops accepting and waits for requests in flight (up to the drain timeout);
+    /// then the monitor stops.
     pub async fn shutdown(self) {
         self.monitor.draining.store(true, Ordering::Release);
+        if !self.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?self.shutdown_delay, "not ready; accepting until the delay ends");
+            tokio::time::sleep(self.shutdown_delay).await;
+        }
         let _ = self.stop_http.send(true);
         if let Err(err) = self.http_task.await {
             tracing::error!(error = %err, "the traffic listener task failed");

@@ -63,6 +63,7 @@ pub struct ServerSettings {
     pub max_headers: usize,
     pub max_request_body: u64,
     pub http2: bool,
+    pub shutdown_delay: Duration,
     pub drain_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -151,9 +152,13 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
 fn dynamic_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read directory {}: {e}", dir.display()))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read directory {}: {e}", dir.display()))?;
+        paths.push(entry.path());
+    }
+    let mut paths: Vec<PathBuf> = paths
+        .into_iter()
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or(".");
             !name.starts_with('.') && p.extension().is_some_and(|e| e == "toml") && p.is_file()

@@ -21,9 +21,9 @@ pub enum ProxyError {
     /// The client: the request cannot be forwarded as it is (bad URI, bad header value).
     #[error("malformed request: {0}")]
     BadRequest(String),
-    /// The client went away before the upstream answered.
-    #[error("the client closed the request")]
-    ClientClosed,
+    /// The client: its request body could not be read (it went away, or broke the framing).
+    #[error("{0}")]
+    ClientBody(String),
     /// The cluster has no backend to send to.
     #[error("cluster `{cluster}` has no backend available")]
     NoBackend { cluster: String },
@@ -72,8 +72,11 @@ impl ProxyError {
                 "invalid_request_error",
                 "bad_request",
             ),
-            // 499 as nginx logs it: nobody reads this answer, but the access log does.
-            ClientClosed => (client_closed(), "client_error", "client_closed_request"),
+            ClientBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "request_body_error",
+            ),
             NoBackend { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_error",
@@ -109,10 +112,6 @@ impl ProxyError {
         let class = self.class();
         json_error(class.status, &self.to_string(), class.kind, class.code)
     }
-}
-
-fn client_closed() -> StatusCode {
-    StatusCode::from_u16(499).expect("499 is a valid status code")
 }
 
 /// An OpenAI-style error response: `{"error":{"message","type","code"}}`.

@@ -8,8 +8,8 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::proxy::{ConnInfo, Proxy};
@@ -40,6 +40,8 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
     let builder = Arc::new(builder);
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
+    // Turns true when the drain timeout ends: connections still open are closed.
+    let (force_close, force_rx) = watch::channel(false);
 
     loop {
         let permit = tokio::select! {
@@ -74,32 +76,11 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
         let watcher = graceful.watcher();
         proxy.metrics.connections.inc();
         proxy.metrics.open_connections.inc();
+        let mut force = force_rx.clone();
         tokio::spawn(async move {
-            // Set by the first request. Until then hyper-util is still sniffing for the
-            // HTTP/2 preface with no timeout of its own, so a silent client would hold a
-            // connection slot forever; `header_read_timeout` bounds that wait too.
-            let spoke = Arc::new(AtomicBool::new(false));
-            let service = service_fn(|req| {
-                spoke.store(true, Ordering::Relaxed);
-                let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
-            });
-            let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = &mut conn => Some(result),
-                () = tokio::time::sleep(proxy.settings.header_read_timeout) => None,
-            };
-            let result = match result {
-                Some(result) => result,
-                None if spoke.load(Ordering::Relaxed) => conn.await,
-                None => {
-                    tracing::debug!(%peer, "client sent no request in time; closing");
-                    Ok(())
-                }
-            };
-            if let Err(err) = result {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            tokio::select! {
+                () = serve_one(stream, conn_info, &proxy, &builder, watcher) => {}
+                () = stopped(&mut force) => {}
             }
             proxy.metrics.open_connections.dec();
             drop(permit);
@@ -116,7 +97,42 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(drain_timeout) => {
             tracing::warn!("drain timeout reached; closing the remaining connections");
+            let _ = force_close.send(true);
         }
+    }
+}
+
+/// Serves one connection until it ends.
+async fn serve_one(
+    stream: TcpStream,
+    conn_info: ConnInfo,
+    proxy: &Arc<Proxy>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) {
+    // Set by the first request. Until then hyper-util is still sniffing for the HTTP/2
+    // preface with no timeout of its own, so a silent client would hold a connection slot
+    // forever; `header_read_timeout` bounds that wait too.
+    let spoke = AtomicBool::new(false);
+    let service = service_fn(|req| {
+        spoke.store(true, Ordering::Relaxed);
+        let proxy = Arc::clone(proxy);
+        async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
+    });
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = &mut conn => result,
+        () = tokio::time::sleep(proxy.settings.header_read_timeout) => {
+            if !spoke.load(Ordering::Relaxed) {
+                tracing::debug!(peer = %conn_info.peer, "client sent no request in time; closing");
+                return;
+            }
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(peer = %conn_info.peer, error = %err, "connection ended with an error");
     }
 }
 

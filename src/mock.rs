@@ -42,7 +42,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Sleep;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 
 const DEFAULT_TOKENS: u32 = 16;
 const MAX_TOKENS: u32 = 100_000;
@@ -117,41 +117,59 @@ impl MockBackend {
 
     /// Answers one request. Never panics; bad input gets an OpenAI-style JSON error.
     pub async fn handle(&self, req: Request<Body>) -> Response<Body> {
-        let mut response = match self.respond(req).await {
+        match self.serve(req).await {
             Ok(response) => response,
-            Err(error) => error.into_response(),
+            Err(error) => self.mark(
+                ApiError::bad_request(format!("cannot read the request body: {error}"))
+                    .into_response(),
+            ),
+        }
+    }
+
+    /// Answers one request as a remote server would: a request body that cannot be read
+    /// (the client went away, or it crossed the proxy's size limit) is a transport error
+    /// for the caller to classify, not an answer.
+    pub async fn serve(&self, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+        let response = match self.respond(req).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => error.into_response(),
+            Err(body_error) => return Err(body_error),
         };
-        let headers = response.headers_mut();
-        headers.insert(MOCK_HEADER, self.header.clone());
+        Ok(self.mark(response))
+    }
+
+    fn mark(&self, mut response: Response<Body>) -> Response<Body> {
+        response
+            .headers_mut()
+            .insert(MOCK_HEADER, self.header.clone());
         response
     }
 
-    async fn respond(&self, req: Request<Body>) -> ApiResult {
-        forced_status(req.headers())?;
-        let endpoint = route(req.method(), req.uri().path())?;
-        let tokens = match header_str(req.headers(), TOKENS_HEADER)? {
-            Some(value) => parse_tokens(TOKENS_HEADER, value).map_err(ApiError::bad_request)?,
-            None => self.tokens,
+    async fn respond(&self, req: Request<Body>) -> Result<ApiResult, BoxError> {
+        let checked = (|| {
+            forced_status(req.headers())?;
+            let endpoint = route(req.method(), req.uri().path())?;
+            let tokens = match header_str(req.headers(), TOKENS_HEADER)? {
+                Some(value) => parse_tokens(TOKENS_HEADER, value).map_err(ApiError::bad_request)?,
+                None => self.tokens,
+            };
+            let delay = match header_str(req.headers(), DELAY_HEADER)? {
+                Some(value) => parse_delay(DELAY_HEADER, value).map_err(ApiError::bad_request)?,
+                None => self.delay,
+            };
+            Ok((endpoint, tokens, delay))
+        })();
+        let (endpoint, tokens, delay) = match checked {
+            Ok(checked) => checked,
+            Err(error) => return Ok(Err(error)),
         };
-        let delay = match header_str(req.headers(), DELAY_HEADER)? {
-            Some(value) => parse_delay(DELAY_HEADER, value).map_err(ApiError::bad_request)?,
-            None => self.delay,
-        };
-        if endpoint == Endpoint::Models {
-            return Ok(self.models());
-        }
-        let bytes = req
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
-            .to_bytes();
-        match endpoint {
+        let bytes = req.into_body().collect().await?.to_bytes();
+        Ok(match endpoint {
             Endpoint::Chat => generate(Api::Chat, &bytes, tokens, delay).await,
             Endpoint::Completions => generate(Api::Completions, &bytes, tokens, delay).await,
             Endpoint::Embeddings => embeddings(&bytes),
             Endpoint::Models => Ok(self.models()),
-        }
+        })
     }
 
     fn models(&self) -> Response<Body> {

@@ -26,7 +26,7 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use forward::Downstream;
 use limit::LimitedBody;
-use observe::{Observed, Record};
+use observe::{Entry, Observed, Record, CLIENT_CLOSED};
 
 /// What the listener knows about a connection.
 #[derive(Debug, Clone, Copy)]
@@ -58,37 +58,43 @@ impl Proxy {
             snapshot: self.state.load_full(),
             metrics: Arc::clone(&self.metrics),
             access_log: self.access_log,
-            started: Instant::now(),
-            request_id: None,
-            peer: conn.peer,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            route: None,
-            backend: None,
-            status: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            upstream_time: None,
-            error: None,
-            outcome: "complete",
+            entry: Entry {
+                started: Instant::now(),
+                request_id: None,
+                peer: conn.peer,
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                route: None,
+                backend: None,
+                // Until a response exists: if this future is dropped, the client left.
+                status: CLIENT_CLOSED,
+                bytes_in: 0,
+                bytes_out: 0,
+                upstream_time: None,
+                error: None,
+                outcome: "client_gone",
+            },
         };
-        let (mut response, deadline) = match self.handle_inner(req, conn, &mut record).await {
+        let inner = self.handle_inner(req, conn, &record.snapshot, &mut record.entry);
+        let (mut response, deadline) = match inner.await {
             Ok(answer) => answer,
             Err(err) => {
-                record.error = Some(err.class().code);
+                record.entry.error = Some(err.class().code);
                 if matches!(err, ProxyError::Upstream(_) | ProxyError::Connect(_)) {
                     tracing::warn!(error = %err, "upstream request failed");
                 }
                 (err.into_response(), None)
             }
         };
-        if let Some(id) = &record.request_id {
+        let entry = &mut record.entry;
+        if let Some(id) = &entry.request_id {
             response
                 .headers_mut()
                 .insert(headers::REQUEST_ID.clone(), id.clone());
         }
-        record.status = response.status().as_u16();
-        let total = record
+        entry.status = response.status().as_u16();
+        entry.outcome = "complete";
+        let total = entry
             .route
             .and_then(|i| record.snapshot.routes.get(i))
             .and_then(|r| r.cluster.timeouts.total)
@@ -101,7 +107,8 @@ impl Proxy {
         &self,
         req: Request<B>,
         conn: ConnInfo,
-        record: &mut Record,
+        snapshot: &Snapshot,
+        record: &mut Entry,
     ) -> Result<(Response<Body>, Option<Instant>), ProxyError>
     where
         B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
@@ -109,7 +116,6 @@ impl Proxy {
     {
         let (mut parts, incoming) = req.into_parts();
         record.request_id = Some(headers::ensure_request_id(&mut parts.headers));
-        let snapshot = Arc::clone(&record.snapshot);
 
         // Route.
         let client_host = parts
@@ -185,7 +191,7 @@ fn authority_header(uri: &http::Uri) -> Option<HeaderValue> {
         .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
-/// Lower-case host without port: `API.Example.com:8080` → `api.example.com`.
+/// Lower-case host without port or trailing dot: `API.Example.com.:8080` → `api.example.com`.
 fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = match host.rsplit_once(':') {
         // `[::1]:8080` and `example.com:8080`; a bare IPv6 literal has no port to strip.
@@ -194,6 +200,7 @@ fn normalize_host(host: &str) -> Cow<'_, str> {
         }
         _ => host,
     };
+    let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -209,6 +216,7 @@ mod tests {
     fn hosts_lose_port_and_case() {
         assert_eq!(normalize_host("API.Example.com:8080"), "api.example.com");
         assert_eq!(normalize_host("example.com"), "example.com");
+        assert_eq!(normalize_host("Example.com.:80"), "example.com");
         assert_eq!(normalize_host("[::1]:8080"), "[::1]");
     }
 }

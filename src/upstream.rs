@@ -15,7 +15,6 @@
 mod connect;
 mod pool;
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,7 @@ use crate::config::file::UpstreamProtocol;
 use crate::error::ProxyError;
 use crate::metrics::ClusterMetrics;
 use crate::mock::MockBackend;
-use crate::proxy::limit::BodyTooLarge;
+use crate::proxy::limit::{BodyTooLarge, ClientBodyError};
 use pool::{Pool, PooledBody};
 
 /// Settings shared by a cluster's backends.
@@ -54,7 +53,10 @@ impl Target {
     /// Sends `req` and waits for the response head.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         match self {
-            Target::Mock(mock) => Ok(mock.handle(req).await),
+            Target::Mock(mock) => mock
+                .serve(req)
+                .await
+                .map_err(|e| classify(&*e).unwrap_or_else(|| ProxyError::Upstream(chain(&*e)))),
             Target::Http(backend) => backend.send(req).await,
         }
     }
@@ -110,14 +112,14 @@ impl HttpBackend {
                 Ok(response) => return Ok(PooledBody::wrap(response, sender, self)),
                 Err(mut err) => match err.take_message() {
                     Some(unsent) => req = unsent,
-                    None => return Err(classify(&err.into_error())),
+                    None => return Err(upstream_error(&err.into_error())),
                 },
             }
         }
         let mut sender = self.connect_http1().await?;
         match sender.send_request(req).await {
             Ok(response) => Ok(PooledBody::wrap(response, sender, self)),
-            Err(err) => Err(classify(&err)),
+            Err(err) => Err(upstream_error(&err)),
         }
     }
 
@@ -132,7 +134,7 @@ impl HttpBackend {
         };
         match sender.send_request(req).await {
             Ok(response) => Ok(response.map(crate::body::boxed)),
-            Err(err) => Err(classify(&err)),
+            Err(err) => Err(upstream_error(&err)),
         }
     }
 
@@ -155,18 +157,27 @@ impl HttpBackend {
     }
 }
 
-/// Names what failed: the client's own body (too large), or the upstream's answer.
-fn classify(err: &hyper::Error) -> ProxyError {
-    let mut source = err.source();
+/// A failed exchange: the client's body if that is what broke, else the upstream.
+fn upstream_error(err: &hyper::Error) -> ProxyError {
+    classify(err).unwrap_or_else(|| ProxyError::Upstream(chain(err)))
+}
+
+/// Finds a failure of the client's own body in an error chain: too large (413) or
+/// unreadable (400).
+fn classify(err: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
+    let mut source = Some(err);
     while let Some(cause) = source {
         if let Some(too_large) = cause.downcast_ref::<BodyTooLarge>() {
-            return ProxyError::BodyTooLarge {
+            return Some(ProxyError::BodyTooLarge {
                 limit: too_large.limit,
-            };
+            });
+        }
+        if let Some(body) = cause.downcast_ref::<ClientBodyError>() {
+            return Some(ProxyError::ClientBody(chain(body)));
         }
         source = cause.source();
     }
-    ProxyError::Upstream(chain(err))
+    None
 }
 
 /// The error and its causes in one line: "connection closed before message completed: ...".

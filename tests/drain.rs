@@ -214,3 +214,66 @@ where
         tokio::task::yield_now().await;
     }
 }
+
+#[tokio::test]
+async fn a_request_still_running_at_the_drain_timeout_is_cut_and_the_process_exits() {
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let upstream = Upstream::start(move |_| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let (release_tx, release) = oneshot::channel();
+            arrived_tx.send(release_tx).unwrap();
+            let _ = release.await;
+            Response::new(Full::new(Bytes::from_static(b"too late")))
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, http, _) = spawn_gateway(
+        dir.path(),
+        &format!(
+            "[server]\ndrain_timeout = \"200ms\"\n[[clusters]]\nname = \"slow\"\n\
+             backends = [{{ url = \"{}\" }}]\n[[routes]]\nname = \"all\"\ncluster = \"slow\"\n",
+            upstream.url()
+        ),
+    );
+    let in_flight = tokio::spawn(async move {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+        let uri: http::Uri = format!("http://{http}/work").parse().unwrap();
+        client.get(uri).await
+    });
+    let _release = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .expect("the request never reached the upstream")
+        .unwrap();
+    signal(&child, "TERM");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the held request got an answer"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_delay_keeps_accepting_while_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, http, monitor) = spawn_gateway(
+        dir.path(),
+        "[server]\nshutdown_delay = \"2s\"\n[[clusters]]\nname = \"m\"\n\
+         backends = [{ url = \"mock://m\" }]\n[[routes]]\nname = \"all\"\ncluster = \"m\"\n",
+    );
+    signal(&child, "TERM");
+    wait_until(|| async { get(&format!("http://{monitor}/readyz")).await.status == 503 }).await;
+    // Not ready, yet still serving new connections until the delay ends.
+    let answer = get(&format!("http://{http}/v1/models")).await;
+    assert_eq!(answer.status, 200);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

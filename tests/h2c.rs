@@ -45,6 +45,11 @@ async fn h2c_clients_are_served_and_h2c_upstreams_are_reached() {
         protocol = "h2c"
         backends = [{{ url = "{}" }}]
         [[routes]]
+        name = "h2-rewrite"
+        cluster = "h2"
+        host_rewrite = "models.internal"
+        match = {{ path_prefix = "/h2r/" }}
+        [[routes]]
         name = "h2"
         cluster = "h2"
         match = {{ path_prefix = "/h2/", hosts = ["models.example.com"] }}
@@ -80,6 +85,10 @@ async fn h2c_clients_are_served_and_h2c_upstreams_are_reached() {
     let seen = h2.seen().pop().unwrap();
     assert_eq!(seen.version, Version::HTTP_2);
     assert_eq!(seen.uri, format!("http://{}/h2/x", h2.addr));
+
+    // With host_rewrite, `:authority` carries the rewritten host.
+    h2c_get(&gw.url("/h2r/y")).await;
+    assert_eq!(h2.seen().pop().unwrap().uri, "http://models.internal/h2r/y");
     gw.stop().await;
 }
 

@@ -179,6 +179,33 @@ async fn chunked_body_over_the_limit_is_413_and_the_upstream_never_gets_it_whole
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn chunked_body_over_the_limit_to_the_mock_backend_is_413_too() {
+    let gw = Gateway::start(&config(r#"max_request_body = "1KiB""#, "mock://m")).await;
+    let (tx, body) = channel_body();
+    timeout(HANG_GUARD, async {
+        let request = Request::post(gw.url("/v1/chat/completions"))
+            .body(body)
+            .unwrap();
+        let response = tokio::spawn(open(request));
+        tx.send(Bytes::from(vec![b'a'; 800])).await.unwrap();
+        tx.send(Bytes::from(vec![b'b'; 800])).await.unwrap();
+        let response = response.await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let answer = common::Answer {
+            status,
+            headers: Default::default(),
+            body: bytes,
+        };
+        answer.assert_error(413, "request_too_large");
+        drop(tx);
+    })
+    .await
+    .expect("hang");
+    gw.stop().await;
+}
+
 // --- request head ---------------------------------------------------------------------------
 
 /// A raw GET with `extra` header lines.

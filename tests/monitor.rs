@@ -95,3 +95,44 @@ async fn counters_move_when_requests_pass() {
     assert!(text.contains("sluice_config_version_info{version="));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_still_counted() {
+    use bytes::Bytes;
+    use tokio::sync::{mpsc, oneshot};
+    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
+    let upstream = Upstream::start(move |_| {
+        let arrived_tx = arrived_tx.clone();
+        async move {
+            let (release_tx, release) = oneshot::channel();
+            arrived_tx.send(release_tx).unwrap();
+            let _ = release.await;
+            http::Response::new(http_body_util::Full::new(Bytes::from_static(b"late")))
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "[[clusters]]\nname = \"slow\"\nbackends = [{{ url = \"{}\" }}]\n\
+         [[routes]]\nname = \"all\"\ncluster = \"slow\"\n",
+        upstream.url()
+    ))
+    .await;
+    let client = tokio::spawn(common::raw(
+        gw.http,
+        b"GET /wait HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    let _release = arrived.recv().await.unwrap();
+    assert_eq!(gw.metric("sluice_requests_in_flight").await, 1.0);
+    client.abort();
+    let gone = r#"sluice_requests_total{cluster="slow",route="all",status_class="4xx"}"#;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gw.metric(gone).await != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the request was never counted"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(gw.metric("sluice_requests_in_flight").await, 0.0);
+    gw.stop().await;
+}

@@ -258,6 +258,12 @@ async fn prefix_rewrite_header_edits_and_host_policy() {
         match = { path_prefix = "/openai/" }
 
         [[routes]]
+        name = "slash"
+        cluster = "a"
+        rewrite_prefix = "/"
+        match = { path_prefix = "/svc" }
+
+        [[routes]]
         name = "preserve"
         cluster = "a"
         preserve_host = true
@@ -291,6 +297,9 @@ async fn prefix_rewrite_header_edits_and_host_policy() {
     let seen = upstream.seen().pop().unwrap();
     assert_eq!(seen.uri, "/v1/chat/completions");
     assert_eq!(seen.headers["host"], "models.internal");
+
+    send(req("/svc/v1/models")).await;
+    assert_eq!(upstream.seen().pop().unwrap().uri, "/v1/models");
 
     send(req("/keep/x")).await;
     assert_eq!(

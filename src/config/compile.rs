@@ -96,6 +96,7 @@ pub fn static_config(
             max_headers: s.max_headers,
             max_request_body: s.max_request_body.0,
             http2: s.http2,
+            shutdown_delay: s.shutdown_delay.0,
             drain_timeout: s.drain_timeout.0,
             trusted_proxies,
         },
@@ -225,6 +226,9 @@ fn check_name(kind: &str, key: &str, name: &str, errors: &mut Errors) {
     }
 }
 
+/// Backends per cluster; bounds the cost of building the round-robin schedule.
+const MAX_BACKENDS: usize = 1024;
+
 fn cluster(
     key: &str,
     c: &file::Cluster,
@@ -240,10 +244,10 @@ fn cluster(
             "a cluster needs at least one backend",
         );
     }
-    if c.backends.len() > usize::from(u16::MAX) {
+    if c.backends.len() > MAX_BACKENDS {
         errors.push(
             format!("{key}.backends"),
-            "a cluster has at most 65535 backends",
+            format!("a cluster has at most {MAX_BACKENDS} backends"),
         );
     }
     let pick = |own: Option<HumanDuration>, default: HumanDuration| {

@@ -85,7 +85,10 @@ pub struct Server {
     pub max_request_body: ByteSize,
     /// Accept HTTP/2 with prior knowledge (h2c) on the HTTP port.
     pub http2: bool,
-    /// Time that requests in flight get to finish after SIGTERM.
+    /// After SIGTERM, `/readyz` fails at once but the listener keeps accepting for this
+    /// long, so that load balancers stop sending before connections are refused.
+    pub shutdown_delay: HumanDuration,
+    /// Time that requests in flight get to finish after the listener closes.
     pub drain_timeout: HumanDuration,
     /// Peers whose `X-Forwarded-*` headers are trusted (CIDR or bare address).
     pub trusted_proxies: Vec<String>,
@@ -101,6 +104,7 @@ impl Default for Server {
             max_headers: 100,
             max_request_body: ByteSize(32 * 1024 * 1024),
             http2: true,
+            shutdown_delay: HumanDuration(std::time::Duration::ZERO),
             drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
             trusted_proxies: Vec::new(),
         }

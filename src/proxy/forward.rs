@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Parts, PathAndQuery, Scheme};
+use http::uri::{Authority, Parts, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use tokio::time::Instant;
 
@@ -40,7 +40,14 @@ pub fn prepare(
     if let Target::Http(http) = &backend.target {
         if http.protocol() == UpstreamProtocol::H2c {
             parts.scheme = Some(Scheme::HTTP);
-            parts.authority = Some(http.authority.clone());
+            // `:authority` stands for Host in HTTP/2: it follows the route's Host policy.
+            let authority = match &route.host {
+                HostPolicy::Backend => None,
+                HostPolicy::Preserve => downstream.host.cloned(),
+                HostPolicy::Rewrite(value) => Some(value.clone()),
+            }
+            .and_then(|v| Authority::try_from(v.as_bytes()).ok());
+            parts.authority = Some(authority.unwrap_or_else(|| http.authority.clone()));
         }
     }
     parts.path_and_query = Some(path_and_query);
@@ -83,7 +90,11 @@ fn rewritten_path(uri: &Uri, route: &Route, matched: Matched) -> Result<PathAndQ
     let Some(replacement) = &route.rewrite_prefix else {
         return Ok(original);
     };
-    let rest = original.path().get(matched.prefix_len..).unwrap_or("");
+    let mut rest = original.path().get(matched.prefix_len..).unwrap_or("");
+    // `/api` → `/` on `/api/v1` gives `/v1`, not `//v1`.
+    if replacement.ends_with('/') {
+        rest = rest.strip_prefix('/').unwrap_or(rest);
+    }
     let mut path = String::with_capacity(replacement.len() + rest.len() + 1);
     path.push_str(replacement);
     path.push_str(rest);

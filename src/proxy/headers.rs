@@ -51,15 +51,18 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
 ) {
     let peer_text = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).filter(|_| trusted) {
-        Some(prior) => {
-            let mut joined = Vec::with_capacity(prior.len() + 2 + peer_text.len());
-            joined.extend_from_slice(prior.as_bytes());
+    let prior = headers.get_all(&X_FORWARDED_FOR);
+    let xff = if trusted && prior.iter().next().is_some() {
+        // Every prior line, in order, then the peer.
+        let mut joined = Vec::with_capacity(64);
+        for line in prior {
+            joined.extend_from_slice(line.as_bytes());
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(peer_text.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
         }
-        None => HeaderValue::from_str(&peer_text).ok(),
+        joined.extend_from_slice(peer_text.as_bytes());
+        HeaderValue::from_bytes(&joined).ok()
+    } else {
+        HeaderValue::from_str(&peer_text).ok()
     };
     if let Some(xff) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
@@ -75,10 +78,19 @@ pub fn set_forwarded(
     }
 }
 
-/// The request id of `headers`, generating and inserting one when absent.
+/// Longest client-chosen request id kept; longer or odd ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The request id of `headers`, generating one when absent or unusable (too long, or not
+/// printable ASCII, so it cannot break log lines).
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(&REQUEST_ID) {
-        return id.clone();
+        let usable = !id.is_empty()
+            && id.len() <= MAX_REQUEST_ID
+            && id.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if usable {
+            return id.clone();
+        }
     }
     let id = new_request_id();
     headers.insert(REQUEST_ID.clone(), id.clone());
@@ -144,6 +156,26 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "public.example.com");
+    }
+
+    #[test]
+    fn every_prior_forwarded_for_line_is_kept_from_trusted_peers() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        set_forwarded(&mut h, [10, 0, 0, 1].into(), true, "http", None);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+    }
+
+    #[test]
+    fn odd_request_ids_are_replaced() {
+        let long = "x".repeat(200);
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_str(&long).unwrap());
+        assert_eq!(ensure_request_id(&mut h).len(), 32);
+        let mut h = map(&[("x-request-id", "has space")]);
+        assert_eq!(ensure_request_id(&mut h).len(), 32);
     }
 
     #[test]

@@ -13,6 +13,12 @@ use pin_project_lite::pin_project;
 
 use crate::body::BoxError;
 
+/// A failure to read the client's body (it went away, or sent broken chunked framing),
+/// kept apart from upstream failures so the client is not told the upstream failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
 /// The error a limited body fails with.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the limit of {limit} bytes")]
@@ -67,7 +73,9 @@ where
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(Some(Err(err))) => {
+                Poll::Ready(Some(Err(Box::new(ClientBodyError(err.into())))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -22,12 +22,20 @@ use crate::config::Snapshot;
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
 
-/// Everything known about one request, filled in as it passes the stages.
+/// One request's accounting: created when the request arrives, finished (counted and
+/// logged) exactly once when it is dropped: at the end of the response body, or earlier if
+/// the client goes away before the response head (then it is logged as 499, as nginx does).
 #[derive(Debug)]
 pub struct Record {
     pub snapshot: Arc<Snapshot>,
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
+    pub entry: Entry,
+}
+
+/// What is learnt about a request as it passes the stages.
+#[derive(Debug)]
+pub struct Entry {
     pub started: Instant,
     pub request_id: Option<HeaderValue>,
     pub peer: SocketAddr,
@@ -42,17 +50,21 @@ pub struct Record {
     pub upstream_time: Option<Duration>,
     /// The error `code` when sluice answered with an error of its own.
     pub error: Option<&'static str>,
-    /// How the response body ended: `complete`, `client_gone`, `upstream_error`, `total_timeout`.
+    /// How it ended: `complete`, `client_gone`, `upstream_error`, `total_timeout`.
     pub outcome: &'static str,
 }
 
-impl Record {
-    /// Counts and logs the request. Called once, when the response body is finished with.
-    fn finish(&self) {
-        let elapsed = self.started.elapsed();
-        let route = self.route.and_then(|i| self.snapshot.routes.get(i));
+/// The status logged for a request whose client left before the response head, as nginx
+/// logs it.
+pub const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let entry = &self.entry;
+        let elapsed = entry.started.elapsed();
+        let route = entry.route.and_then(|i| self.snapshot.routes.get(i));
         let route_metrics = route.map_or(&self.snapshot.unmatched, |r| &r.metrics);
-        route_metrics.count(self.status);
+        route_metrics.count(entry.status);
         route_metrics.duration.observe(elapsed.as_secs_f64());
         self.metrics.in_flight.dec();
         if !self.access_log {
@@ -60,25 +72,25 @@ impl Record {
         }
         let cluster = route.map(|r| &r.cluster);
         let backend = cluster
-            .zip(self.backend)
+            .zip(entry.backend)
             .and_then(|(c, i)| c.backends.get(i))
             .map_or("", |b| b.url.as_str());
         tracing::info!(
             target: "sluice::access",
-            request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
-            client = %self.peer,
-            method = %self.method,
-            path = self.uri.path(),
+            request_id = entry.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            client = %entry.peer,
+            method = %entry.method,
+            path = entry.uri.path(),
             route = route.map_or("", |r| r.name.as_str()),
             cluster = cluster.map_or("", |c| c.name.as_str()),
             backend,
-            status = self.status,
-            bytes_in = self.bytes_in,
-            bytes_out = self.bytes_out,
+            status = entry.status,
+            bytes_in = entry.bytes_in,
+            bytes_out = entry.bytes_out,
             duration_ms = millis(elapsed),
-            upstream_ms = self.upstream_time.map(millis),
-            error = self.error,
-            outcome = self.outcome,
+            upstream_ms = entry.upstream_time.map(millis),
+            error = entry.error,
+            outcome = entry.outcome,
         );
     }
 }
@@ -89,8 +101,8 @@ fn millis(d: Duration) -> f64 {
 }
 
 pin_project! {
-    /// A response body that counts its bytes, ends at the total deadline, and finishes its
-    /// [`Record`] when it ends or is dropped.
+    /// A response body that counts its bytes, ends at the total deadline, and owns the
+    /// request's [`Record`], which is finished when the body is dropped.
     pub struct Observed {
         #[pin]
         inner: Body,
@@ -105,10 +117,10 @@ pin_project! {
     impl PinnedDrop for Observed {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if !*this.done && !this.inner.is_end_stream() && this.record.outcome == "complete" {
-                this.record.outcome = "client_gone";
+            let entry = &mut this.record.entry;
+            if !*this.done && !this.inner.is_end_stream() && entry.outcome == "complete" {
+                entry.outcome = "client_gone";
             }
-            this.record.finish();
         }
     }
 }
@@ -139,13 +151,13 @@ impl HttpBody for Observed {
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.record.bytes_out += data.len() as u64;
+                    this.record.entry.bytes_out += data.len() as u64;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(err))) => {
                 *this.done = true;
-                this.record.outcome = "upstream_error";
+                this.record.entry.outcome = "upstream_error";
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
@@ -162,7 +174,7 @@ impl HttpBody for Observed {
                 match sleep.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         *this.done = true;
-                        this.record.outcome = "total_timeout";
+                        this.record.entry.outcome = "total_timeout";
                         Poll::Ready(Some(Err(Box::new(ProxyError::TotalTimeout(*this.total)))))
                     }
                     Poll::Pending => Poll::Pending,
