@@ -36,6 +36,12 @@ pub enum ProxyError {
     /// The upstream: no response headers within the response-header timeout.
     #[error("the upstream sent no response headers within {0:?}")]
     ResponseHeaderTimeout(Duration),
+    /// The upstream: no body byte within the first-byte timeout after the response head.
+    #[error("the upstream sent no body within {0:?} of its response head")]
+    FirstByteTimeout(Duration),
+    /// The upstream: a pause between two body chunks longer than the idle timeout.
+    #[error("the upstream sent nothing for {0:?} in the middle of its response")]
+    IdleTimeout(Duration),
     /// The upstream: the whole exchange took longer than the total timeout.
     #[error("the upstream exchange exceeded the total timeout of {0:?}")]
     TotalTimeout(Duration),
@@ -96,6 +102,16 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_error",
                 "upstream_response_header_timeout",
+            ),
+            FirstByteTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_first_byte_timeout",
+            ),
+            IdleTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_idle_timeout",
             ),
             TotalTimeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,

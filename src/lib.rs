@@ -11,6 +11,8 @@
 //! - [`listener`]: accepts client connections and serves HTTP/1.1 and h2c on them.
 //! - [`proxy`]: the request path in call order: `route` → `limit` → `balance` → `forward`
 //!   (with `headers`) → `observe` (metrics and access log at the end of the body).
+//! - [`llm`]: OpenAI request and response shapes, the SSE parser, usage accounting, GenAI
+//!   metrics.
 //! - [`upstream`]: pooled clients to backends, and the in-process mock target.
 //! - [`mock`]: the built-in OpenAI-compatible mock model server behind `mock://` URLs.
 //! - [`monitor`]: `/healthz`, `/readyz`, `/metrics`, `/status` on the monitor port.
@@ -25,6 +27,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod llm;
 pub mod metrics;
 pub mod mock;
 pub mod monitor;

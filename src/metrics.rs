@@ -4,6 +4,7 @@
 //! ([`RouteMetrics`], [`ClusterMetrics`]), so the request path bumps plain counters and never
 //! hashes label values.
 
+use crate::llm::metrics::LlmMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -39,6 +40,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `sluice_config_version_info{version}`: 1 for the running config.
     pub config_version: IntGaugeVec,
+    /// The GenAI metrics of LLM routes.
+    pub llm: LlmMetrics,
 }
 
 /// Counter and histogram handles of one route.
@@ -124,6 +127,7 @@ impl Metrics {
                 "The running config's version; the value is always 1.",
                 &["version"],
             ),
+            llm: LlmMetrics::register(&registry).expect("LLM metric names are unique"),
             registry,
         };
         metrics.register_all();

@@ -1,5 +1,5 @@
-//! The request path, in call order: route → limit the body → pick a backend → forward →
-//! stream the answer back → count and log.
+//! The request path, in call order: route → limit the body → read an LLM request →
+//! pick a backend → forward → stream the answer back → count and log.
 //!
 //! [`Proxy::handle`] cannot fail: it calls [`Proxy::handle_inner`], which returns a
 //! `Result`, and turns an error into an OpenAI-style JSON answer in one place.
@@ -8,25 +8,33 @@ pub mod balance;
 pub mod forward;
 pub mod headers;
 pub mod limit;
-pub mod observe;
+pub mod record;
 pub mod route;
+pub mod stream;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response};
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::body::{self, Body};
+use crate::config::file::LlmMode;
+use crate::config::snapshot::Route;
 use crate::config::{ServerSettings, Snapshot};
 use crate::error::ProxyError;
+use crate::llm::request::{add_include_usage, LlmRequest};
+use crate::llm::tap::LlmTap;
 use crate::metrics::Metrics;
 use forward::Downstream;
 use limit::LimitedBody;
-use observe::{Entry, Observed, Record, CLIENT_CLOSED};
+use record::{Entry, LlmEntry, Record, CLIENT_CLOSED};
+use stream::{Observed, StreamOptions};
 
 /// What the listener knows about a connection.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +58,7 @@ impl Proxy {
     /// Serves one request. Never fails: errors become JSON answers here.
     pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<Body>
     where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
         self.metrics.in_flight.inc();
@@ -73,17 +81,18 @@ impl Proxy {
                 upstream_time: None,
                 error: None,
                 outcome: "client_gone",
+                llm: None,
             },
         };
         let inner = self.handle_inner(req, conn, &record.snapshot, &mut record.entry);
-        let (mut response, deadline) = match inner.await {
-            Ok(answer) => answer,
+        let mut response = match inner.await {
+            Ok(response) => response,
             Err(err) => {
                 record.entry.error = Some(err.class().code);
                 if matches!(err, ProxyError::Upstream(_) | ProxyError::Connect(_)) {
                     tracing::warn!(error = %err, "upstream request failed");
                 }
-                (err.into_response(), None)
+                err.into_response()
             }
         };
         let entry = &mut record.entry;
@@ -94,24 +103,42 @@ impl Proxy {
         }
         entry.status = response.status().as_u16();
         entry.outcome = "complete";
-        let total = entry
-            .route
-            .and_then(|i| record.snapshot.routes.get(i))
-            .and_then(|r| r.cluster.timeouts.total)
-            .unwrap_or_default();
-        response.map(|inner| Body::new(Observed::new(inner, record, deadline, total)))
+        let route = entry.route.and_then(|i| record.snapshot.routes.get(i));
+        let timeouts = route.map(|r| r.timeouts).unwrap_or_default();
+        let mut options = StreamOptions::default();
+        if let (Some(llm), Some(route)) = (entry.llm.as_deref_mut(), route) {
+            // Only upstream answers are read: sluice's own errors carry no usage.
+            if entry.error.is_none() {
+                let tap = LlmTap::new(
+                    response
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .map(HeaderValue::as_bytes),
+                );
+                if tap.streamed {
+                    self.metrics.llm.active_streams.inc();
+                    options.strip_usage = llm.usage_injected;
+                    options.error_event = route.sse_error_event;
+                }
+                llm.tap = Some(tap);
+            }
+        }
+        if options.strip_usage {
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+        }
+        response.map(|inner| Body::new(Observed::new(inner, record, timeouts, options)))
     }
 
-    /// The stages that can fail. Returns the response and when its body must end.
+    /// The stages that can fail.
     async fn handle_inner<B>(
         &self,
         req: Request<B>,
         conn: ConnInfo,
         snapshot: &Snapshot,
         record: &mut Entry,
-    ) -> Result<(Response<Body>, Option<Instant>), ProxyError>
+    ) -> Result<Response<Body>, ProxyError>
     where
-        B: http_body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<body::BoxError>,
     {
         let (mut parts, incoming) = req.into_parts();
@@ -151,7 +178,24 @@ impl Proxy {
             }
             record.bytes_in = len;
         }
-        let mut req = Request::from_parts(parts, body::boxed(LimitedBody::new(incoming, limit)));
+        let body = LimitedBody::new(incoming, limit);
+
+        // Read an LLM request: the whole body, for its model and stream options.
+        let body = if is_llm(route, &parts.method, parts.uri.path()) {
+            let bytes = read_body(body).await?;
+            record.bytes_in = bytes.len() as u64;
+            let (bytes, llm) = self.inspect(route, bytes);
+            if bytes.len() as u64 != record.bytes_in {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            }
+            record.llm = Some(Box::new(llm));
+            body::full(bytes)
+        } else {
+            body::boxed(body)
+        };
+        let mut req = Request::from_parts(parts, body);
 
         // Pick a backend and forward.
         let index = cluster
@@ -169,19 +213,70 @@ impl Proxy {
             host: client_host.as_ref(),
         };
         forward::prepare(&mut req, route, matched, backend, &downstream)?;
-        let deadline = cluster.timeouts.total.map(|t| record.started + t);
+        let deadline = route.timeouts.total.map(|t| record.started + t);
         let sent_at = Instant::now();
-        let mut response = forward::send(cluster, backend, req, deadline).await;
+        let response = forward::send(&route.timeouts, backend, req, deadline).await;
         let upstream_time = sent_at.elapsed();
         record.upstream_time = Some(upstream_time);
         cluster
             .metrics
             .upstream_duration
             .observe(upstream_time.as_secs_f64());
-        if let Ok(response) = &mut response {
-            route.response_headers.apply(response.headers_mut());
+        let mut response = response?;
+        route.response_headers.apply(response.headers_mut());
+        Ok(response)
+    }
+
+    /// Reads what an LLM request asks for and, when the route says so, asks a streamed
+    /// answer to end with its usage.
+    fn inspect(&self, route: &Route, bytes: Bytes) -> (Bytes, LlmEntry) {
+        let Some(request) = LlmRequest::parse(&bytes) else {
+            return (bytes, LlmEntry::default());
+        };
+        let mut entry = LlmEntry {
+            model: request.model.clone(),
+            ..LlmEntry::default()
+        };
+        if route.include_usage && request.needs_usage() {
+            if let Some(changed) = add_include_usage(&bytes) {
+                entry.usage_injected = true;
+                self.metrics
+                    .llm
+                    .usage_injected
+                    .with_label_values(&[route.name.as_str()])
+                    .inc();
+                return (changed, entry);
+            }
         }
-        Ok((response?, deadline))
+        (bytes, entry)
+    }
+}
+
+/// Whether `route` reads this request as an LLM call.
+fn is_llm(route: &Route, method: &Method, path: &str) -> bool {
+    const ENDPOINTS: [&str; 4] = [
+        "/chat/completions",
+        "/completions",
+        "/embeddings",
+        "/responses",
+    ];
+    match route.llm {
+        LlmMode::On => true,
+        LlmMode::Off => false,
+        LlmMode::Auto => method == Method::POST && ENDPOINTS.iter().any(|e| path.ends_with(e)),
+    }
+}
+
+/// The whole request body, within the limit.
+async fn read_body<B>(body: LimitedBody<B>) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) => Err(crate::upstream::classify(&*err)
+            .unwrap_or_else(|| ProxyError::ClientBody(err.to_string()))),
     }
 }
 

@@ -164,7 +164,7 @@ fn upstream_error(err: &hyper::Error) -> ProxyError {
 
 /// Finds a failure of the client's own body in an error chain: too large (413) or
 /// unreadable (400).
-fn classify(err: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
+pub(crate) fn classify(err: &(dyn std::error::Error + 'static)) -> Option<ProxyError> {
     let mut source = Some(err);
     while let Some(cause) = source {
         if let Some(too_large) = cause.downcast_ref::<BodyTooLarge>() {

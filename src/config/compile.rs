@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method, Uri};
@@ -14,7 +15,9 @@ use ipnet::IpNet;
 use regex::Regex;
 
 use super::file::{self, MainFile, UpstreamDefaults};
-use super::snapshot::{Backend, Cluster, HeaderEdits, HostPolicy, Route, Snapshot, Timeouts};
+use super::snapshot::{
+    Backend, Cluster, HeaderEdits, HostPolicy, Route, Snapshot, Timeouts, WebSocketLimits,
+};
 use super::units::HumanDuration;
 use super::{ConfigError, DynamicSources, ServerSettings, StaticConfig};
 use crate::metrics::{ClusterMetrics, Metrics};
@@ -256,6 +259,8 @@ fn cluster(
     let timeouts = Timeouts {
         connect: pick(c.connect_timeout, defaults.connect_timeout),
         response_header: pick(c.response_header_timeout, defaults.response_header_timeout),
+        first_byte: pick(c.first_byte_timeout, defaults.first_byte_timeout),
+        idle: pick(c.idle_timeout, defaults.idle_timeout),
         total: pick(c.total_timeout, defaults.total_timeout),
     };
     let settings = ClientSettings {
@@ -396,6 +401,23 @@ fn route(
         return None;
     }
     let cluster = cluster?;
+    let own = |value: Option<HumanDuration>, inherited: Option<Duration>| match value {
+        Some(d) if d.0.is_zero() => None,
+        Some(d) => Some(d.0),
+        None => inherited,
+    };
+    let inherited = cluster.timeouts;
+    let timeouts = Timeouts {
+        connect: inherited.connect,
+        response_header: own(r.response_header_timeout, inherited.response_header),
+        first_byte: own(r.first_byte_timeout, inherited.first_byte),
+        idle: own(r.idle_timeout, inherited.idle),
+        total: own(r.total_timeout, inherited.total),
+    };
+    let websocket = r.websocket.then(|| WebSocketLimits {
+        idle: own(r.websocket_idle_timeout, Some(Duration::from_secs(300))),
+        max_duration: own(r.websocket_max_duration, Some(Duration::from_secs(3600))),
+    });
     Some(Route {
         name: r.name.clone(),
         matcher: matcher?,
@@ -405,6 +427,11 @@ fn route(
         host,
         request_headers,
         response_headers,
+        timeouts,
+        llm: r.llm,
+        include_usage: r.include_usage,
+        sse_error_event: r.sse_error_event,
+        websocket,
     })
 }
 

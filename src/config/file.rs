@@ -119,6 +119,10 @@ pub struct UpstreamDefaults {
     pub connect_timeout: HumanDuration,
     /// Time from sending the request to receiving the response head.
     pub response_header_timeout: HumanDuration,
+    /// Time from the response head to the first byte of its body (an LLM's first token).
+    pub first_byte_timeout: HumanDuration,
+    /// Longest pause between two chunks of a response body (between tokens).
+    pub idle_timeout: HumanDuration,
     /// Time for the whole exchange, the streamed response body included.
     pub total_timeout: HumanDuration,
     /// Idle upstream connections are closed after this long.
@@ -133,7 +137,9 @@ impl Default for UpstreamDefaults {
         UpstreamDefaults {
             connect_timeout: secs(5),
             response_header_timeout: secs(300),
-            total_timeout: secs(600),
+            first_byte_timeout: secs(300),
+            idle_timeout: secs(120),
+            total_timeout: secs(1800),
             pool_idle_timeout: secs(90),
             pool_max_idle_per_host: 256,
         }
@@ -184,6 +190,8 @@ pub struct Cluster {
     /// Overrides of the `[upstream]` settings of the same names.
     pub connect_timeout: Option<HumanDuration>,
     pub response_header_timeout: Option<HumanDuration>,
+    pub first_byte_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
     pub total_timeout: Option<HumanDuration>,
     pub pool_idle_timeout: Option<HumanDuration>,
     pub pool_max_idle_per_host: Option<usize>,
@@ -237,6 +245,42 @@ pub struct Route {
     /// Response headers set or removed before answering.
     #[serde(default)]
     pub response_headers: HeaderOps,
+    /// Whether requests are read as OpenAI-style LLM calls (model, usage, first token).
+    #[serde(default)]
+    pub llm: LlmMode,
+    /// Adds `stream_options.include_usage = true` to streamed requests that do not set it,
+    /// so usage is always known; the extra usage chunk is then kept from the client.
+    #[serde(default)]
+    pub include_usage: bool,
+    /// On an upstream failure mid-stream, sends an SSE `error` event before cutting the
+    /// stream.
+    #[serde(default)]
+    pub sse_error_event: bool,
+    /// Allows HTTP/1.1 `Upgrade: websocket` on this route (tunnelled to the backend).
+    #[serde(default)]
+    pub websocket: bool,
+    /// A WebSocket tunnel with no traffic either way for this long is closed.
+    pub websocket_idle_timeout: Option<HumanDuration>,
+    /// A WebSocket tunnel is closed after this long, whatever its traffic.
+    pub websocket_max_duration: Option<HumanDuration>,
+    /// Overrides of the cluster's timeouts of the same names.
+    pub response_header_timeout: Option<HumanDuration>,
+    pub first_byte_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
+    pub total_timeout: Option<HumanDuration>,
+}
+
+/// When a route reads requests as LLM calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmMode {
+    /// POSTs to `…/chat/completions`, `…/completions`, `…/embeddings` and `…/responses`.
+    #[default]
+    Auto,
+    /// Every request.
+    On,
+    /// None.
+    Off,
 }
 
 /// `[routes.match]`.

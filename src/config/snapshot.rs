@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::config::file::UpstreamProtocol;
+use crate::config::file::{LlmMode, UpstreamProtocol};
 use crate::metrics::{ClusterMetrics, RouteMetrics};
 use crate::proxy::balance::RoundRobin;
 use crate::proxy::route::{RouteMatcher, Router};
@@ -40,6 +40,20 @@ pub struct Route {
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub metrics: RouteMetrics,
+    /// The cluster's timeouts with the route's overrides.
+    pub timeouts: Timeouts,
+    pub llm: LlmMode,
+    pub include_usage: bool,
+    pub sse_error_event: bool,
+    /// `Some` when WebSocket upgrades are allowed.
+    pub websocket: Option<WebSocketLimits>,
+}
+
+/// Bounds on a WebSocket tunnel; `None` is off.
+#[derive(Debug, Clone, Copy)]
+pub struct WebSocketLimits {
+    pub idle: Option<Duration>,
+    pub max_duration: Option<Duration>,
 }
 
 /// What the upstream `Host` is.
@@ -88,10 +102,12 @@ pub struct Cluster {
 }
 
 /// Upstream timeouts; `None` is off.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Timeouts {
     pub connect: Option<Duration>,
     pub response_header: Option<Duration>,
+    pub first_byte: Option<Duration>,
+    pub idle: Option<Duration>,
     pub total: Option<Duration>,
 }
 

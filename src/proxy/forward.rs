@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::body::Body;
 use crate::config::file::UpstreamProtocol;
-use crate::config::snapshot::{Backend, Cluster, HostPolicy, Route};
+use crate::config::snapshot::{Backend, HostPolicy, Route, Timeouts};
 use crate::error::ProxyError;
 use crate::proxy::headers;
 use crate::proxy::route::Matched;
@@ -111,13 +111,12 @@ fn rewritten_path(uri: &Uri, route: &Route, matched: Matched) -> Result<PathAndQ
 /// Sends the prepared request and waits for the response head, within the connect,
 /// response-header and total timeouts. `deadline` is when the total timeout ends.
 pub async fn send(
-    cluster: &Cluster,
+    timeouts: &Timeouts,
     backend: &Backend,
     req: Request<Body>,
     deadline: Option<Instant>,
 ) -> Result<Response<Body>, ProxyError> {
-    let header_deadline = cluster
-        .timeouts
+    let header_deadline = timeouts
         .response_header
         .map(|timeout| Instant::now() + timeout);
     let (wait_until, on_expiry) = match (header_deadline, deadline) {
@@ -131,7 +130,7 @@ pub async fn send(
         None => sent.await,
         Some(until) => match tokio::time::timeout_at(until, sent).await {
             Ok(result) => result,
-            Err(_) => Err(on_expiry.error(cluster)),
+            Err(_) => Err(on_expiry.error(timeouts)),
         },
     };
     let mut response = result?;
@@ -145,8 +144,7 @@ enum Expiry {
 }
 
 impl Expiry {
-    fn error(&self, cluster: &Cluster) -> ProxyError {
-        let timeouts = cluster.timeouts;
+    fn error(&self, timeouts: &Timeouts) -> ProxyError {
         match self {
             Expiry::Header => ProxyError::ResponseHeaderTimeout(
                 timeouts.response_header.unwrap_or(Duration::ZERO),

@@ -1,0 +1,129 @@
+//! One request's accounting: what is learnt at each stage, counted and logged exactly once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Uri};
+use tokio::time::Instant;
+
+use crate::config::Snapshot;
+use crate::llm::metrics::Finished;
+use crate::llm::tap::LlmTap;
+use crate::metrics::Metrics;
+
+/// The status logged for a request whose client left before the response head, as nginx
+/// logs it.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Created when a request arrives; finished when dropped: at the end of the response body,
+/// or earlier if the client goes away before the response head (then logged as 499).
+#[derive(Debug)]
+pub struct Record {
+    pub snapshot: Arc<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+    pub entry: Entry,
+}
+
+/// What is learnt about a request as it passes the stages.
+#[derive(Debug)]
+pub struct Entry {
+    pub started: Instant,
+    pub request_id: Option<HeaderValue>,
+    pub peer: SocketAddr,
+    pub method: Method,
+    pub uri: Uri,
+    pub route: Option<usize>,
+    pub backend: Option<usize>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Time from forwarding to the upstream's response head.
+    pub upstream_time: Option<Duration>,
+    /// The error `code` when sluice answered with an error of its own.
+    pub error: Option<&'static str>,
+    /// How it ended: `complete`, `client_gone`, `upstream_error`, `first_byte_timeout`,
+    /// `idle_timeout`, `total_timeout`.
+    pub outcome: &'static str,
+    /// Set on LLM requests.
+    pub llm: Option<Box<LlmEntry>>,
+}
+
+/// What an LLM request asked for and what its answer reported.
+#[derive(Debug, Default)]
+pub struct LlmEntry {
+    pub model: Option<String>,
+    /// sluice added `stream_options.include_usage` to the request.
+    pub usage_injected: bool,
+    /// Observations of the answer; `None` until there is one.
+    pub tap: Option<LlmTap>,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let entry = &self.entry;
+        let elapsed = entry.started.elapsed();
+        let route = entry.route.and_then(|i| self.snapshot.routes.get(i));
+        let route_metrics = route.map_or(&self.snapshot.unmatched, |r| &r.metrics);
+        route_metrics.count(entry.status);
+        route_metrics.duration.observe(elapsed.as_secs_f64());
+        self.metrics.in_flight.dec();
+        let route_name = route.map_or("", |r| r.name.as_str());
+        let llm = entry.llm.as_deref();
+        let tap = llm.and_then(|l| l.tap.as_ref());
+        if let (Some(llm), Some(tap)) = (llm, tap) {
+            if tap.streamed {
+                self.metrics.llm.active_streams.dec();
+            }
+            self.metrics.llm.record(&Finished {
+                route: route_name,
+                model: llm.model.as_deref(),
+                tap,
+                duration: elapsed.as_secs_f64(),
+                started: entry.started,
+                outcome: entry.outcome,
+            });
+        }
+        if !self.access_log {
+            return;
+        }
+        let cluster = route.map(|r| &r.cluster);
+        let backend = cluster
+            .zip(entry.backend)
+            .and_then(|(c, i)| c.backends.get(i))
+            .map_or("", |b| b.url.as_str());
+        let usage = tap.and_then(|t| t.usage);
+        tracing::info!(
+            target: "sluice::access",
+            request_id = entry.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            client = %entry.peer,
+            method = %entry.method,
+            path = entry.uri.path(),
+            route = route_name,
+            cluster = cluster.map_or("", |c| c.name.as_str()),
+            backend,
+            status = entry.status,
+            bytes_in = entry.bytes_in,
+            bytes_out = entry.bytes_out,
+            duration_ms = millis(elapsed),
+            upstream_ms = entry.upstream_time.map(millis),
+            error = entry.error,
+            outcome = entry.outcome,
+            model = llm.and_then(|l| l.model.as_deref()),
+            stream = tap.map(|t| t.streamed),
+            prompt_tokens = usage.map(|u| u.input),
+            completion_tokens = usage.map(|u| u.output),
+            ttft_ms = tap
+                .and_then(|t| t.first_token)
+                .map(|first| millis(first.saturating_duration_since(entry.started))),
+            tpot_ms = tap.and_then(LlmTap::time_per_output_token).map(millis),
+            finish_reason = tap.and_then(|t| t.finish_reason.as_deref()),
+        );
+    }
+}
+
+/// Milliseconds with microsecond precision, for log lines.
+fn millis(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
+}

@@ -1,0 +1,272 @@
+//! The response on its way back: forwarded frame by frame as it arrives, never buffered,
+//! while this wrapper counts bytes, feeds the LLM tap, enforces the stream timeouts and
+//! owns the request's [`Record`] until the body is done.
+//!
+//! # Timeouts
+//!
+//! - `first_byte`: from the response head to the first body byte (an LLM's first token);
+//! - `idle`: between two body chunks (between tokens);
+//! - `total`: the whole exchange, from the request's arrival.
+//!
+//! A timer is armed only when the upstream has nothing ready, so a body that is ready at
+//! once never touches the timer wheel. Expiry ends the body with an error: over HTTP/1.1
+//! the connection closes without the final chunk, over HTTP/2 the stream is reset, so the
+//! client never mistakes a cut stream for a complete one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::record::Record;
+use crate::body::{Body, BoxError};
+use crate::config::snapshot::Timeouts;
+use crate::error::ProxyError;
+use crate::llm::strip::UsageStrip;
+
+/// Which timer is armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    FirstByte,
+    Idle,
+    Total,
+}
+
+/// How the body behaves beyond plain forwarding.
+#[derive(Debug, Default)]
+pub struct StreamOptions {
+    /// Drop the usage chunk that sluice asked for on the client's behalf.
+    pub strip_usage: bool,
+    /// Send an SSE `error` event before cutting a failed stream.
+    pub error_event: bool,
+}
+
+pin_project! {
+    /// The response body sent to the client.
+    pub struct Observed {
+        #[pin]
+        inner: Body,
+        record: Record,
+        timeouts: Timeouts,
+        total_deadline: Option<Instant>,
+        sleep: Option<Pin<Box<Sleep>>>,
+        armed: Option<Expiry>,
+        // Data arrived since the timer was last armed.
+        progressed: bool,
+        seen_data: bool,
+        strip: Option<UsageStrip>,
+        error_event: bool,
+        // The error to end with, once the SSE error event has been sent.
+        pending_error: Option<BoxError>,
+        done: bool,
+    }
+
+    impl PinnedDrop for Observed {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let entry = &mut this.record.entry;
+            if !*this.done && !this.inner.is_end_stream() && entry.outcome == "complete" {
+                entry.outcome = "client_gone";
+            }
+            if let Some(llm) = entry.llm.as_deref_mut() {
+                if let Some(tap) = llm.tap.as_mut() {
+                    tap.finish();
+                }
+            }
+        }
+    }
+}
+
+impl Observed {
+    /// Watches `inner`, which answers the request of `record`.
+    pub fn new(inner: Body, record: Record, timeouts: Timeouts, options: StreamOptions) -> Self {
+        let total_deadline = timeouts.total.map(|t| record.entry.started + t);
+        Observed {
+            inner,
+            record,
+            timeouts,
+            total_deadline,
+            sleep: None,
+            armed: None,
+            progressed: false,
+            seen_data: false,
+            strip: options.strip_usage.then(UsageStrip::default),
+            error_event: options.error_event,
+            pending_error: None,
+            done: false,
+        }
+    }
+}
+
+impl HttpBody for Observed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            let this = self.as_mut().project();
+            if let Some(err) = this.pending_error.take() {
+                *this.done = true;
+                return Poll::Ready(Some(Err(err)));
+            }
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            let frame = match this.inner.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(err))) => {
+                    return Poll::Ready(self.fail("upstream_error", err));
+                }
+                Poll::Ready(None) => {
+                    *this.done = true;
+                    if let Some(tail) = this.strip.as_mut().and_then(UsageStrip::flush) {
+                        this.record.entry.bytes_out += tail.len() as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    }
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return self.wait(cx),
+            };
+            *this.progressed = true;
+            *this.seen_data = true;
+            let Some(data) = frame.data_ref() else {
+                return Poll::Ready(Some(Ok(frame)));
+            };
+            if let Some(tap) = this
+                .record
+                .entry
+                .llm
+                .as_deref_mut()
+                .and_then(|l| l.tap.as_mut())
+            {
+                tap.observe(data);
+            }
+            let data = match this.strip.as_mut() {
+                None => return self.forward(frame),
+                Some(strip) => match strip.filter(data) {
+                    Some(kept) => kept,
+                    // Everything held back: nothing to send yet.
+                    None => continue,
+                },
+            };
+            return self.forward(Frame::data(data));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pending_error.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.strip.is_some() {
+            return SizeHint::default();
+        }
+        self.inner.size_hint()
+    }
+}
+
+impl Observed {
+    fn forward(
+        self: Pin<&mut Self>,
+        frame: Frame<Bytes>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Some(data) = frame.data_ref() {
+            this.record.entry.bytes_out += data.len() as u64;
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    /// Nothing ready upstream: arms the right timer and waits on it.
+    fn wait(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.as_mut().project();
+        if *this.progressed || this.armed.is_none() {
+            *this.progressed = false;
+            let now = Instant::now();
+            let (gap, kind) = if *this.seen_data {
+                (this.timeouts.idle, Expiry::Idle)
+            } else {
+                (this.timeouts.first_byte, Expiry::FirstByte)
+            };
+            let mut next = gap.map(|gap| (now + gap, kind));
+            if let Some(total) = *this.total_deadline {
+                if next.is_none_or(|(at, _)| total <= at) {
+                    next = Some((total, Expiry::Total));
+                }
+            }
+            let Some((at, kind)) = next else {
+                return Poll::Pending;
+            };
+            match this.sleep.as_mut() {
+                Some(sleep) => sleep.as_mut().reset(at),
+                None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            *this.armed = Some(kind);
+        }
+        let Some(sleep) = this.sleep.as_mut() else {
+            return Poll::Pending;
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let timeouts = *this.timeouts;
+        let (outcome, err) = match this.armed.unwrap_or(Expiry::Total) {
+            Expiry::FirstByte => (
+                "first_byte_timeout",
+                ProxyError::FirstByteTimeout(timeouts.first_byte.unwrap_or_default()),
+            ),
+            Expiry::Idle => (
+                "idle_timeout",
+                ProxyError::IdleTimeout(timeouts.idle.unwrap_or_default()),
+            ),
+            Expiry::Total => (
+                "total_timeout",
+                ProxyError::TotalTimeout(timeouts.total.unwrap_or_default()),
+            ),
+        };
+        Poll::Ready(self.fail(outcome, Box::new(err)))
+    }
+
+    /// Ends the body with `err`, after an SSE error event when the route asks for one.
+    fn fail(
+        self: Pin<&mut Self>,
+        outcome: &'static str,
+        err: BoxError,
+    ) -> Option<Result<Frame<Bytes>, BoxError>> {
+        let this = self.project();
+        this.record.entry.outcome = outcome;
+        let streamed = this
+            .record
+            .entry
+            .llm
+            .as_deref()
+            .and_then(|l| l.tap.as_ref())
+            .is_some_and(|t| t.streamed);
+        if *this.error_event && streamed {
+            let event = error_event(outcome, &err.to_string());
+            *this.pending_error = Some(err);
+            this.record.entry.bytes_out += event.len() as u64;
+            return Some(Ok(Frame::data(event)));
+        }
+        *this.done = true;
+        Some(Err(err))
+    }
+}
+
+/// `event: error` with an OpenAI-style error object as its data.
+fn error_event(code: &str, message: &str) -> Bytes {
+    let error = serde_json::json!({
+        "error": { "message": message, "type": "upstream_error", "code": code }
+    });
+    Bytes::from(format!("event: error\ndata: {error}\n\n"))
+}
