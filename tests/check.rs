@@ -291,6 +291,11 @@ fn broken_configs() -> Vec<(&'static str, String, Vec<Want>)> {
             )],
         ),
         (
+            "an idle pool too large to allocate",
+            format!("[upstream]\npool_max_idle_per_host = 100000000\n{CLUSTER}"),
+            vec![is("upstream.pool_max_idle_per_host", "must be at most 65536")],
+        ),
+        (
             "a misspelt log level",
             format!("[log]\nlevel = \"inof\"\n{CLUSTER}"),
             vec![is(

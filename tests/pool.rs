@@ -31,6 +31,22 @@ async fn sequential_requests_reuse_one_upstream_connection() {
 }
 
 #[tokio::test]
+async fn pool_max_idle_zero_keeps_no_connection() {
+    let upstream = Upstream::echo("a").await;
+    let gw = Gateway::start(&format!(
+        "[upstream]\npool_max_idle_per_host = 0\n[[clusters]]\nname = \"a\"\n\
+         backends = [{{ url = \"{}\" }}]\n[[routes]]\nname = \"all\"\ncluster = \"a\"\n",
+        upstream.url()
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/x")).await.status, 200);
+    }
+    assert_eq!(gw.metric(CONNECTS).await, 3.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_connection_the_backend_closes_is_not_reused() {
     let upstream = Upstream::start(|_| async {
         Response::builder()

@@ -82,6 +82,12 @@ pub fn static_config(
             ),
         }
     }
+    if main.upstream.pool_max_idle_per_host > MAX_IDLE_PER_HOST {
+        errors.push(
+            "upstream.pool_max_idle_per_host",
+            format!("must be at most {MAX_IDLE_PER_HOST}"),
+        );
+    }
     if let Err(reason) = check_log_filter(&main.log.level) {
         errors.push("log.level", reason);
     }
@@ -231,6 +237,8 @@ fn check_name(kind: &str, key: &str, name: &str, errors: &mut Errors) {
 
 /// Backends per cluster; bounds the cost of building the round-robin schedule.
 const MAX_BACKENDS: usize = 1024;
+/// Idle connections per backend; the pool's queue is allocated up front.
+const MAX_IDLE_PER_HOST: usize = 65536;
 
 fn cluster(
     key: &str,
@@ -271,6 +279,14 @@ fn cluster(
             .pool_max_idle_per_host
             .unwrap_or(defaults.pool_max_idle_per_host),
     };
+    if c.pool_max_idle_per_host
+        .is_some_and(|n| n > MAX_IDLE_PER_HOST)
+    {
+        errors.push(
+            format!("{key}.pool_max_idle_per_host"),
+            format!("must be at most {MAX_IDLE_PER_HOST}"),
+        );
+    }
     let cluster_metrics = metrics.cluster(&c.name);
     let mut backends = Vec::new();
     for (i, b) in c.backends.iter().enumerate() {

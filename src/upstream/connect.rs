@@ -67,6 +67,11 @@ async fn tcp(authority: &Authority, timeout: Option<Duration>) -> Result<TcpStre
             match TcpStream::connect(addr).await {
                 Ok(stream) => {
                     stream.set_nodelay(true)?;
+                    // Finds a backend that vanished while a pooled connection sat idle.
+                    let keepalive = socket2::TcpKeepalive::new()
+                        .with_time(Duration::from_secs(60))
+                        .with_interval(Duration::from_secs(10));
+                    socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
                     return Ok(stream);
                 }
                 Err(err) => last = err,

@@ -21,7 +21,8 @@ use crate::body::{Body, BoxError};
 /// shared HTTP/2 connection.
 #[derive(Debug)]
 pub struct Pool {
-    idle: ArrayQueue<Idle>,
+    /// `None` when `pool_max_idle_per_host` is 0: every request gets a new connection.
+    idle: Option<ArrayQueue<Idle>>,
     idle_timeout: Option<Duration>,
     h2: ArcSwapOption<http2::SendRequest<Body>>,
 }
@@ -33,10 +34,10 @@ struct Idle {
 }
 
 impl Pool {
-    /// A pool keeping at most `max_idle` idle connections (at least one).
+    /// A pool keeping at most `max_idle` idle connections.
     pub fn new(max_idle: usize, idle_timeout: Option<Duration>) -> Pool {
         Pool {
-            idle: ArrayQueue::new(max_idle.max(1)),
+            idle: (max_idle > 0).then(|| ArrayQueue::new(max_idle)),
             idle_timeout,
             h2: ArcSwapOption::empty(),
         }
@@ -44,7 +45,8 @@ impl Pool {
 
     /// An idle connection that is still open and not past the idle timeout.
     pub fn checkout(&self) -> Option<http1::SendRequest<Body>> {
-        while let Some(idle) = self.idle.pop() {
+        let queue = self.idle.as_ref()?;
+        while let Some(idle) = queue.pop() {
             if !idle.sender.is_closed() && !self.expired(&idle) {
                 return Some(idle.sender);
             }
@@ -54,8 +56,8 @@ impl Pool {
 
     /// Puts a connection whose last response has been read back; a full pool closes it.
     pub fn checkin(&self, sender: http1::SendRequest<Body>) {
-        if !sender.is_closed() {
-            let _ = self.idle.push(Idle {
+        if let Some(queue) = self.idle.as_ref().filter(|_| !sender.is_closed()) {
+            let _ = queue.push(Idle {
                 sender,
                 since: Instant::now(),
             });
@@ -64,10 +66,13 @@ impl Pool {
 
     /// Closes idle connections that are closed or past the idle timeout.
     pub fn sweep(&self) {
-        for _ in 0..self.idle.len() {
-            let Some(idle) = self.idle.pop() else { break };
+        let Some(queue) = self.idle.as_ref() else {
+            return;
+        };
+        for _ in 0..queue.len() {
+            let Some(idle) = queue.pop() else { break };
             if !idle.sender.is_closed() && !self.expired(&idle) {
-                let _ = self.idle.push(idle);
+                let _ = queue.push(idle);
             }
         }
     }
