@@ -25,8 +25,11 @@
 //! - `x-mock-delay: <humantime>` replaces the configured per-token delay (at most 1h).
 //! - `x-mock-status: <code>` answers that status (400 to 599) with an OpenAI-style JSON error,
 //!   whatever the method and path.
+//! - `x-mock-fail-after: <n>` makes a streamed answer fail (a body error, as a crashed server
+//!   gives) in place of token `n`.
+//! - `x-mock-stall-after: <n>` makes a streamed answer stop sending, forever, in place of
+//!   token `n`, with the connection held open.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -58,6 +61,15 @@ const MOCK_HEADER: HeaderName = HeaderName::from_static("x-sluice-mock");
 const TOKENS_HEADER: &str = "x-mock-tokens";
 const DELAY_HEADER: &str = "x-mock-delay";
 const STATUS_HEADER: &str = "x-mock-status";
+const FAIL_HEADER: &str = "x-mock-fail-after";
+const STALL_HEADER: &str = "x-mock-stall-after";
+
+/// A fault injected into a streamed answer, in place of one token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Fail(u32),
+    Stall(u32),
+}
 
 /// An OpenAI-compatible model server that lives inside the process.
 #[derive(Debug, Clone)]
@@ -157,16 +169,28 @@ impl MockBackend {
                 Some(value) => parse_delay(DELAY_HEADER, value).map_err(ApiError::bad_request)?,
                 None => self.delay,
             };
-            Ok((endpoint, tokens, delay))
+            let fault = match (
+                header_str(req.headers(), FAIL_HEADER)?,
+                header_str(req.headers(), STALL_HEADER)?,
+            ) {
+                (Some(n), _) => Some(Fault::Fail(n.parse().map_err(|_| {
+                    ApiError::bad_request(format!("{FAIL_HEADER}: not a number"))
+                })?)),
+                (None, Some(n)) => Some(Fault::Stall(n.parse().map_err(|_| {
+                    ApiError::bad_request(format!("{STALL_HEADER}: not a number"))
+                })?)),
+                (None, None) => None,
+            };
+            Ok((endpoint, tokens, delay, fault))
         })();
-        let (endpoint, tokens, delay) = match checked {
+        let (endpoint, tokens, delay, fault) = match checked {
             Ok(checked) => checked,
             Err(error) => return Ok(Err(error)),
         };
         let bytes = req.into_body().collect().await?.to_bytes();
         Ok(match endpoint {
-            Endpoint::Chat => generate(Api::Chat, &bytes, tokens, delay).await,
-            Endpoint::Completions => generate(Api::Completions, &bytes, tokens, delay).await,
+            Endpoint::Chat => generate(Api::Chat, &bytes, tokens, delay, fault).await,
+            Endpoint::Completions => generate(Api::Completions, &bytes, tokens, delay, fault).await,
             Endpoint::Embeddings => embeddings(&bytes),
             Endpoint::Models => Ok(self.models()),
         })
@@ -319,7 +343,13 @@ struct Completion {
 }
 
 /// Answers a chat or completions request, streamed or not.
-async fn generate(api: Api, bytes: &[u8], tokens: u32, delay: Duration) -> ApiResult {
+async fn generate(
+    api: Api,
+    bytes: &[u8],
+    tokens: u32,
+    delay: Duration,
+    fault: Option<Fault>,
+) -> ApiResult {
     let req: ApiRequest = parse_json(bytes)?;
     let model = require_model(req.model)?;
     let prompt = match (api, &req.prompt) {
@@ -354,7 +384,12 @@ async fn generate(api: Api, bytes: &[u8], tokens: u32, delay: Duration) -> ApiRe
     if req.stream.unwrap_or(false) {
         let include_usage = req.stream_options.and_then(|o| o.include_usage);
         let include_usage = include_usage.unwrap_or(false);
-        return Ok(EventStream::response(completion, include_usage, delay));
+        return Ok(EventStream::response(
+            completion,
+            include_usage,
+            delay,
+            fault,
+        ));
     }
     let total_delay = delay.saturating_mul(n);
     if !total_delay.is_zero() {
@@ -535,6 +570,7 @@ pin_project_lite::pin_project! {
         include_usage: bool,
         delay: Duration,
         phase: Phase,
+        fault: Option<Fault>,
         #[pin]
         sleep: Option<Sleep>,
     }
@@ -542,7 +578,12 @@ pin_project_lite::pin_project! {
 
 impl EventStream {
     /// The `text/event-stream` response that streams `completion`.
-    fn response(completion: Completion, include_usage: bool, delay: Duration) -> Response<Body> {
+    fn response(
+        completion: Completion,
+        include_usage: bool,
+        delay: Duration,
+        fault: Option<Fault>,
+    ) -> Response<Body> {
         let (object, phase) = match completion.api {
             Api::Chat => ("chat.completion.chunk", Phase::Role),
             Api::Completions => ("text_completion", Phase::token(0, completion.tokens)),
@@ -558,6 +599,7 @@ impl EventStream {
             include_usage,
             delay,
             phase,
+            fault,
             sleep,
         };
         let mut response = Response::new(body::boxed(stream));
@@ -606,14 +648,23 @@ impl Completion {
 
 impl http_body::Body for EventStream {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         let phase = *this.phase;
+        match (phase, *this.fault) {
+            (Phase::Token(i), Some(Fault::Fail(at))) if i == at => {
+                *this.phase = Phase::End;
+                return Poll::Ready(Some(Err("the mock backend failed mid-stream".into())));
+            }
+            // Never woken: the stream stays open and silent.
+            (Phase::Token(i), Some(Fault::Stall(at))) if i == at => return Poll::Pending,
+            _ => {}
+        }
         if let (Phase::Token(_), Some(mut sleep)) = (phase, this.sleep.as_mut().as_pin_mut()) {
             ready!(sleep.as_mut().poll(cx));
             if let Some(next) = sleep.deadline().checked_add(*this.delay) {

@@ -287,6 +287,10 @@ fn cluster(
             format!("must be at most {MAX_IDLE_PER_HOST}"),
         );
     }
+    if settings.pool_max_idle_per_host > MAX_IDLE_PER_HOST {
+        // Reported once, above or for [upstream]; no pool is built at that size.
+        return None;
+    }
     let cluster_metrics = metrics.cluster(&c.name);
     let mut backends = Vec::new();
     for (i, b) in c.backends.iter().enumerate() {

@@ -60,8 +60,9 @@ pin_project! {
         seen_data: bool,
         strip: Option<UsageStrip>,
         error_event: bool,
-        // The error to end with, once the SSE error event has been sent.
+        // The error to end with, once what came before it has been flushed.
         pending_error: Option<BoxError>,
+        flushed: bool,
         done: bool,
     }
 
@@ -97,6 +98,7 @@ impl Observed {
             strip: options.strip_usage.then(UsageStrip::default),
             error_event: options.error_event,
             pending_error: None,
+            flushed: false,
             done: false,
         }
     }
@@ -112,9 +114,16 @@ impl HttpBody for Observed {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         loop {
             let this = self.as_mut().project();
-            if let Some(err) = this.pending_error.take() {
+            if this.pending_error.is_some() {
+                // hyper drops what it has not written yet when a body fails, so first give
+                // it one turn to flush the frames (and the error event) already handed over.
+                if !*this.flushed {
+                    *this.flushed = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 *this.done = true;
-                return Poll::Ready(Some(Err(err)));
+                return Poll::Ready(this.pending_error.take().map(Err));
             }
             if *this.done {
                 return Poll::Ready(None);
@@ -122,7 +131,10 @@ impl HttpBody for Observed {
             let frame = match this.inner.poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(err))) => {
-                    return Poll::Ready(self.fail("upstream_error", err));
+                    if let Some(event) = self.as_mut().fail("upstream_error", err) {
+                        return Poll::Ready(Some(Ok(event)));
+                    }
+                    continue;
                 }
                 Poll::Ready(None) => {
                     *this.done = true;
@@ -234,15 +246,15 @@ impl Observed {
                 ProxyError::TotalTimeout(timeouts.total.unwrap_or_default()),
             ),
         };
-        Poll::Ready(self.fail(outcome, Box::new(err)))
+        match self.as_mut().fail(outcome, Box::new(err)) {
+            Some(event) => Poll::Ready(Some(Ok(event))),
+            None => self.poll_frame(cx),
+        }
     }
 
-    /// Ends the body with `err`, after an SSE error event when the route asks for one.
-    fn fail(
-        self: Pin<&mut Self>,
-        outcome: &'static str,
-        err: BoxError,
-    ) -> Option<Result<Frame<Bytes>, BoxError>> {
+    /// Ends the body with `err` once the frames before it are flushed; returns the SSE
+    /// error event to send first when the route asks for one.
+    fn fail(self: Pin<&mut Self>, outcome: &'static str, err: BoxError) -> Option<Frame<Bytes>> {
         let this = self.project();
         this.record.entry.outcome = outcome;
         let streamed = this
@@ -252,14 +264,11 @@ impl Observed {
             .as_deref()
             .and_then(|l| l.tap.as_ref())
             .is_some_and(|t| t.streamed);
-        if *this.error_event && streamed {
-            let event = error_event(outcome, &err.to_string());
-            *this.pending_error = Some(err);
-            this.record.entry.bytes_out += event.len() as u64;
-            return Some(Ok(Frame::data(event)));
-        }
-        *this.done = true;
-        Some(Err(err))
+        let event = (*this.error_event && streamed).then(|| error_event(outcome, &err.to_string()));
+        *this.pending_error = Some(err);
+        let event = event?;
+        this.record.entry.bytes_out += event.len() as u64;
+        Some(Frame::data(event))
     }
 }
 

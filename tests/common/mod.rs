@@ -498,3 +498,178 @@ pub async fn connect_h1(
     });
     (sender, task)
 }
+
+// ---------------------------------------------------------------------------------------------
+// A streaming upstream the test drives chunk by chunk, for the streaming tests.
+// ---------------------------------------------------------------------------------------------
+
+/// One request that reached a [`StreamUpstream`], and the handle that writes its answer.
+pub struct Stream {
+    pub seen: Seen,
+    /// Each `Ok` is sent as one body frame; an `Err` aborts the response (the connection
+    /// closes without the final chunk); dropping the sender ends the body cleanly.
+    pub tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+}
+
+/// A real HTTP server on 127.0.0.1:0 that answers each request with a streamed
+/// `text/event-stream` body written by the test through [`Stream::tx`].
+pub struct StreamUpstream {
+    pub addr: SocketAddr,
+    streams: tokio::sync::mpsc::UnboundedReceiver<Stream>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct ResultBody {
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+}
+
+impl http_body::Body for ResultBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| data.map(http_body::Frame::data)))
+    }
+}
+
+impl StreamUpstream {
+    pub async fn start() -> StreamUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (streams_tx, streams) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let streams_tx = streams_tx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let streams_tx = streams_tx.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes());
+                            let (tx, rx) = tokio::sync::mpsc::channel(16);
+                            let _ = streams_tx.send(Stream {
+                                seen: Seen {
+                                    method: parts.method.to_string(),
+                                    uri: parts.uri.to_string(),
+                                    version: parts.version,
+                                    headers: parts.headers,
+                                    body: body.unwrap_or_default(),
+                                },
+                                tx,
+                            });
+                            let response = Response::builder()
+                                .header("content-type", "text/event-stream")
+                                .body(ResultBody { rx })
+                                .unwrap();
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        StreamUpstream {
+            addr,
+            streams,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next request to arrive (waits for it).
+    pub async fn next(&mut self) -> Stream {
+        self.streams.recv().await.expect("the upstream stopped")
+    }
+}
+
+impl Drop for StreamUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A streamed response read frame by frame, on its own HTTP/1.1 connection.
+pub struct Reader {
+    body: Incoming,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    _conn: tokio::task::JoinHandle<()>,
+}
+
+impl Reader {
+    /// POSTs `json` to `url` on a fresh connection and returns the response unread.
+    pub async fn post(addr: SocketAddr, path: &str, json: &serde_json::Value) -> Reader {
+        Reader::post_with(addr, path, json, &[]).await
+    }
+
+    /// As [`Reader::post`], with extra request headers.
+    pub async fn post_with(
+        addr: SocketAddr,
+        path: &str,
+        json: &serde_json::Value,
+        headers: &[(&str, &str)],
+    ) -> Reader {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::post(path)
+            .header("host", "test")
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(json.to_string()))).unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        let (parts, body) = response.into_parts();
+        Reader {
+            body,
+            status: parts.status,
+            headers: parts.headers,
+            _conn: conn,
+        }
+    }
+
+    /// The next data frame; `Ok(None)` at a clean end, `Err` when the stream was cut.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, hyper::Error> {
+        loop {
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(err)) => return Err(err),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Everything up to the end: the text and how it ended (`None` when clean).
+    pub async fn rest(&mut self) -> (String, Option<hyper::Error>) {
+        let mut text = Vec::new();
+        loop {
+            match self.next().await {
+                Ok(Some(data)) => text.extend_from_slice(&data),
+                Ok(None) => return (String::from_utf8_lossy(&text).into_owned(), None),
+                Err(err) => return (String::from_utf8_lossy(&text).into_owned(), Some(err)),
+            }
+        }
+    }
+}
