@@ -21,6 +21,12 @@ pub enum ProxyError {
     /// The client: the request cannot be forwarded as it is (bad URI, bad header value).
     #[error("malformed request: {0}")]
     BadRequest(String),
+    /// The client: a WebSocket upgrade on a route that does not allow one.
+    #[error("route `{route}` does not accept WebSocket upgrades")]
+    UpgradeNotAllowed { route: String },
+    /// The client: a WebSocket handshake that is not one.
+    #[error("invalid WebSocket handshake: {0}")]
+    BadHandshake(&'static str),
     /// The client: its request body could not be read (it went away, or broke the framing).
     #[error("{0}")]
     ClientBody(String),
@@ -77,6 +83,16 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "bad_request",
+            ),
+            UpgradeNotAllowed { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "websocket_not_allowed",
+            ),
+            BadHandshake(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_websocket_handshake",
             ),
             ClientBody(_) => (
                 StatusCode::BAD_REQUEST,

@@ -5,41 +5,66 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+use crate::body::BoxError;
+use crate::config::ServerSettings;
 use crate::proxy::{ConnInfo, Proxy};
+
+/// How connections are served: HTTP/1.1 and h2c detected per connection, or HTTP/1.1 only.
+/// (hyper-util's auto builder ignores `http1_only` once upgrades are enabled, so the
+/// HTTP/1.1-only case uses hyper's own builder.)
+enum Protocols {
+    Auto(auto::Builder<TokioExecutor>),
+    Http1(http1::Builder),
+}
+
+impl Protocols {
+    fn new(settings: &ServerSettings) -> Protocols {
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .max_buf_size(settings.max_header_size)
+            .max_headers(settings.max_headers)
+            .writev(false);
+        if !settings.http2 {
+            let mut http1 = http1::Builder::new();
+            http1
+                .timer(TokioTimer::new())
+                .header_read_timeout(settings.header_read_timeout)
+                .max_buf_size(settings.max_header_size)
+                .max_headers(settings.max_headers)
+                .writev(false);
+            return Protocols::Http1(http1);
+        }
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
+            // Pings find HTTP/2 peers that vanished without closing their connection.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Protocols::Auto(auto)
+    }
+}
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting and gives open
 /// connections `drain_timeout` to finish: HTTP/1 answers carry `Connection: close` and idle
 /// connections close, HTTP/2 connections get GOAWAY.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
     let settings = &proxy.settings;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_size)
-        .max_headers(settings.max_headers)
-        .writev(false);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
-        // Pings find HTTP/2 peers that vanished without closing their connection.
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    if !settings.http2 {
-        builder = builder.http1_only();
-    }
-    let builder = Arc::new(builder);
+    let builder = Arc::new(Protocols::new(settings));
     let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let graceful = GracefulShutdown::new();
     // Turns true when the drain timeout ends: connections still open are closed.
     let (force_close, force_rx) = watch::channel(false);
 
@@ -73,13 +98,13 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
         };
         let proxy = Arc::clone(&proxy);
         let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
+        let draining = shutdown.clone();
         proxy.metrics.connections.inc();
         proxy.metrics.open_connections.inc();
         let mut force = force_rx.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = serve_one(stream, conn_info, &proxy, &builder, watcher) => {}
+                () = serve_one(stream, conn_info, &proxy, &builder, draining) => {}
                 () = stopped(&mut force) => {}
             }
             proxy.metrics.open_connections.dec();
@@ -88,17 +113,19 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
     }
     drop(listener);
     let drain_timeout = proxy.settings.drain_timeout;
+    let max = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
     tracing::info!(
-        open = graceful.count(),
+        open = settings.max_connections - permits.available_permits(),
         ?drain_timeout,
         "draining connections"
     );
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(drain_timeout) => {
-            tracing::warn!("drain timeout reached; closing the remaining connections");
-            let _ = force_close.send(true);
-        }
+    // Every connection holds a permit until it ends: all permits back means all drained.
+    let drained = tokio::time::timeout(drain_timeout, permits.acquire_many(max)).await;
+    if drained.is_ok() {
+        tracing::info!("all connections drained");
+    } else {
+        tracing::warn!("drain timeout reached; closing the remaining connections");
+        let _ = force_close.send(true);
     }
 }
 
@@ -107,8 +134,8 @@ async fn serve_one(
     stream: TcpStream,
     conn_info: ConnInfo,
     proxy: &Arc<Proxy>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
+    protocols: &Protocols,
+    draining: watch::Receiver<bool>,
 ) {
     // Set by the first request. Until then hyper-util is still sniffing for the HTTP/2
     // preface with no timeout of its own, so a silent client would hold a connection slot
@@ -119,20 +146,92 @@ async fn serve_one(
         let proxy = Arc::clone(proxy);
         async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
     });
-    let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = &mut conn => result,
-        () = tokio::time::sleep(proxy.settings.header_read_timeout) => {
-            if !spoke.load(Ordering::Relaxed) {
-                tracing::debug!(peer = %conn_info.peer, "client sent no request in time; closing");
-                return;
-            }
-            conn.await
+    let io = TokioIo::new(stream);
+    let first_request = proxy.settings.header_read_timeout;
+    let result = match protocols {
+        Protocols::Auto(auto) => {
+            let conn = auto.serve_connection_with_upgrades(io, service);
+            drive(conn, &spoke, first_request, draining).await
+        }
+        Protocols::Http1(http1) => {
+            let conn = http1.serve_connection(io, service).with_upgrades();
+            drive(conn, &spoke, first_request, draining).await
         }
     };
-    if let Err(err) = result {
-        tracing::debug!(peer = %conn_info.peer, error = %err, "connection ended with an error");
+    match result {
+        None => tracing::debug!(peer = %conn_info.peer, "client sent no request in time; closing"),
+        Some(Err(err)) => {
+            tracing::debug!(peer = %conn_info.peer, error = %err, "connection ended with an error");
+        }
+        Some(Ok(())) => {}
+    }
+}
+
+/// A connection that can be asked to finish what it is doing and close: HTTP/1.1 stops
+/// keep-alive (the answer in flight carries `Connection: close`), HTTP/2 sends GOAWAY.
+trait Graceful: Future {
+    fn begin_drain(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn begin_drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn begin_drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives `conn` to its end. It is dropped (closing the socket) if no request arrived
+/// within `first_request` (the answer is then `None`), and drained once `draining` turns
+/// true.
+async fn drive<C, E>(
+    conn: C,
+    spoke: &AtomicBool,
+    first_request: Duration,
+    mut draining: watch::Receiver<bool>,
+) -> Option<Result<(), BoxError>>
+where
+    C: Graceful<Output = Result<(), E>>,
+    E: Into<BoxError>,
+{
+    tokio::pin!(conn);
+    let deadline = tokio::time::sleep(first_request);
+    tokio::pin!(deadline);
+    let (mut waiting, mut drained) = (true, false);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return Some(result.map_err(Into::into)),
+            () = &mut deadline, if waiting => {
+                if !spoke.load(Ordering::Relaxed) {
+                    return None;
+                }
+                waiting = false;
+            }
+            () = stopped(&mut draining), if !drained => {
+                drained = true;
+                conn.as_mut().begin_drain();
+            }
+        }
     }
 }
 

@@ -42,6 +42,12 @@ pub struct Metrics {
     pub config_version: IntGaugeVec,
     /// The GenAI metrics of LLM routes.
     pub llm: LlmMetrics,
+    /// `sluice_websocket_tunnels_open`.
+    pub websocket_open: IntGauge,
+    /// `sluice_websocket_bytes_total{direction="client_to_upstream"}`.
+    pub websocket_bytes_up: IntCounter,
+    /// `sluice_websocket_bytes_total{direction="upstream_to_client"}`.
+    pub websocket_bytes_down: IntCounter,
 }
 
 /// Counter and histogram handles of one route.
@@ -81,6 +87,14 @@ impl Metrics {
         };
         let gauge =
             |name: &str, help: &str| IntGauge::new(name, help).expect("metric definition is valid");
+        let websocket_bytes = counter_vec(
+            "sluice_websocket_bytes_total",
+            "Bytes copied through WebSocket tunnels, by direction.",
+            &["direction"],
+        );
+        registry
+            .register(Box::new(websocket_bytes.clone()))
+            .expect("metric names are unique");
         let metrics = Metrics {
             requests: counter_vec(
                 "sluice_requests_total",
@@ -128,6 +142,12 @@ impl Metrics {
                 &["version"],
             ),
             llm: LlmMetrics::register(&registry).expect("LLM metric names are unique"),
+            websocket_open: gauge(
+                "sluice_websocket_tunnels_open",
+                "WebSocket tunnels open now.",
+            ),
+            websocket_bytes_up: websocket_bytes.with_label_values(&["client_to_upstream"]),
+            websocket_bytes_down: websocket_bytes.with_label_values(&["upstream_to_client"]),
             registry,
         };
         metrics.register_all();
@@ -150,6 +170,7 @@ impl Metrics {
             Box::new(self.in_flight.clone()),
             Box::new(self.build_info.clone()),
             Box::new(self.config_version.clone()),
+            Box::new(self.websocket_open.clone()),
         ];
         for collector in collectors {
             self.registry

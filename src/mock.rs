@@ -19,6 +19,9 @@
 //! Prompt tokens are counted as whitespace-separated words (at least 1). Every response carries
 //! `x-sluice-mock: <name>`. Bad input gets an OpenAI-style JSON error, never a panic.
 //!
+//! A WebSocket handshake to any path is answered by an echo server ([`websocket`]), so the
+//! tunnel can be exercised without a backend.
+//!
 //! # Per-request overrides (for tests)
 //!
 //! - `x-mock-tokens: <n>` replaces the configured token count for this request (1 to 100000).
@@ -742,5 +745,7 @@ fn json_response(value: &Value) -> Response<Body> {
     response.headers_mut().insert(CONTENT_TYPE, json);
     response
 }
+pub mod websocket;
+
 #[cfg(test)]
 mod tests;

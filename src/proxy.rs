@@ -11,6 +11,7 @@ pub mod limit;
 pub mod record;
 pub mod route;
 pub mod stream;
+pub mod upgrade;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -164,6 +165,34 @@ impl Proxy {
         record.route = Some(matched.route);
         let route = &snapshot.routes[matched.route];
         let cluster = &route.cluster;
+
+        // A WebSocket handshake becomes a tunnel, if the route allows one.
+        if upgrade::is_websocket(&parts) {
+            let Some(limits) = route.websocket else {
+                return Err(ProxyError::UpgradeNotAllowed {
+                    route: route.name.clone(),
+                });
+            };
+            let client = upgrade::client_side(&mut parts)?;
+            let index = cluster
+                .balancer
+                .pick()
+                .ok_or_else(|| ProxyError::NoBackend {
+                    cluster: cluster.name.clone(),
+                })?;
+            record.backend = Some(index);
+            let backend = &cluster.backends[index];
+            let mut req = Request::from_parts(parts, body::empty());
+            let downstream = Downstream {
+                peer: conn.peer.ip(),
+                trusted: self.settings.is_trusted(conn.peer.ip()),
+                proto: conn.proto,
+                host: client_host.as_ref(),
+            };
+            forward::prepare(&mut req, route, matched, backend, &downstream)?;
+            let id = record.request_id.clone();
+            return upgrade::forward(req, backend, client, limits, &self.metrics, id).await;
+        }
 
         // Limit the body.
         let limit = self.settings.max_request_body;

@@ -86,6 +86,19 @@ impl HttpBackend {
         self.settings.protocol
     }
 
+    /// Sends an upgrade request on a connection of its own, which becomes the tunnel if the
+    /// backend agrees (the caller takes it with `hyper::upgrade::on`).
+    pub async fn open_tunnel(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
+        let mut sender = self.connect_http1().await?;
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| upstream_error(&e))
+    }
+
     /// Closes idle connections past the idle timeout.
     pub fn sweep(&self) {
         self.pool.sweep();
