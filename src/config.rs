@@ -59,6 +59,8 @@ pub struct ServerSettings {
     pub workers: usize,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// `None` when off.
+    pub send_timeout: Option<Duration>,
     pub max_header_size: usize,
     pub max_headers: usize,
     pub max_request_body: u64,

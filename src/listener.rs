@@ -17,9 +17,12 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+mod send_timeout;
+
 use crate::body::BoxError;
 use crate::config::ServerSettings;
 use crate::proxy::{ConnInfo, Proxy};
+use send_timeout::SendTimeout;
 
 /// How connections are served: HTTP/1.1 and h2c detected per connection, or HTTP/1.1 only.
 /// (hyper-util's auto builder ignores `http1_only` once upgrades are enabled, so the
@@ -146,7 +149,7 @@ async fn serve_one(
         let proxy = Arc::clone(proxy);
         async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
     });
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(SendTimeout::new(stream, proxy.settings.send_timeout));
     let first_request = proxy.settings.header_read_timeout;
     let result = match protocols {
         Protocols::Auto(auto) => {

@@ -345,3 +345,36 @@ async fn wait_for_metric(gw: &Gateway, sample: &str, value: f64) {
     .await
     .unwrap_or_else(|_| panic!("{sample} never reached {value}"));
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_cut() {
+    let gw = Gateway::start(
+        r#"
+        [server]
+        send_timeout = "300ms"
+        [[clusters]]
+        name = "up"
+        backends = [{ url = "mock://m?tokens=100000" }]
+        [[routes]]
+        name = "llm"
+        cluster = "up"
+        "#,
+    )
+    .await;
+    // A streamed answer of some megabytes, to a client that sends its request and then
+    // reads nothing: once the socket buffers are full, the gateway's writes block.
+    let mut socket = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let body = chat(true).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut socket, request.as_bytes())
+        .await
+        .unwrap();
+    let ended = r#"sluice_llm_streams_ended_total{reason="client_gone",route="llm"}"#;
+    wait_for_metric(&gw, ended, 1.0).await;
+    drop(socket);
+    gw.stop().await;
+}

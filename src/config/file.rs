@@ -77,6 +77,9 @@ pub struct Server {
     pub max_connections: usize,
     /// Time a client has to send a complete request head; slower clients are cut.
     pub header_read_timeout: HumanDuration,
+    /// Longest a write to a client may stay blocked: a client that stops reading is cut.
+    /// `"0s"` turns it off.
+    pub send_timeout: HumanDuration,
     /// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list). At least 8KiB.
     pub max_header_size: ByteSize,
     /// Most header fields in one HTTP/1.1 request.
@@ -100,6 +103,7 @@ impl Default for Server {
             workers: 0,
             max_connections: 10_000,
             header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
+            send_timeout: HumanDuration(std::time::Duration::from_secs(120)),
             max_header_size: ByteSize(64 * 1024),
             max_headers: 100,
             max_request_body: ByteSize(32 * 1024 * 1024),
