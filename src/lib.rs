@@ -29,4 +29,5 @@ pub mod metrics;
 pub mod mock;
 pub mod monitor;
 pub mod proxy;
+pub mod tls;
 pub mod upstream;

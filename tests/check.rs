@@ -216,7 +216,7 @@ fn broken_configs() -> Vec<(&'static str, String, Vec<Want>)> {
                 .to_owned(),
             vec![has(
                 "clusters[0].protocol",
-                &["unknown variant `h3`, expected `http1` or `h2c`"],
+                &["unknown variant `h3`, expected one of `http1`, `h2c`, `http2`, `auto`"],
             )],
         ),
         (
@@ -348,15 +348,51 @@ fn broken_configs() -> Vec<(&'static str, String, Vec<Want>)> {
             backend("10.0.0.5:8000"),
             vec![is(
                 url_key,
-                "`10.0.0.5:8000`: the scheme must be `http` or `mock` (https backends come with TLS support)",
+                "`10.0.0.5:8000`: the scheme must be `http`, `https` or `mock`",
             )],
         ),
         (
-            "https backend",
-            backend("https://api.openai.com"),
+            "ftp backend",
+            backend("ftp://files.example.com"),
             vec![is(
                 url_key,
-                "`https://api.openai.com`: the scheme must be `http` or `mock` (https backends come with TLS support)",
+                "`ftp://files.example.com`: the scheme must be `http`, `https` or `mock`",
+            )],
+        ),
+        (
+            "h2c to an https backend",
+            "[[clusters]]\nname = \"models\"\nprotocol = \"h2c\"\nbackends = [{ url = \"https://api.openai.com\" }]\n"
+                .to_owned(),
+            vec![is(
+                url_key,
+                "`https://api.openai.com`: protocol `h2c` is HTTP/2 without TLS; use `http2` or `auto` for https backends",
+            )],
+        ),
+        (
+            "http2 to an http backend",
+            "[[clusters]]\nname = \"models\"\nprotocol = \"http2\"\nbackends = [{ url = \"http://10.0.0.5:8000\" }]\n"
+                .to_owned(),
+            vec![is(
+                url_key,
+                "`http://10.0.0.5:8000`: protocol `http2` is HTTP/2 over TLS; use `h2c` for HTTP/2 to http backends",
+            )],
+        ),
+        (
+            "client_cert without client_key",
+            "[[clusters]]\nname = \"models\"\nbackends = [{ url = \"https://api.openai.com\" }]\ntls = { client_cert = \"client.pem\" }\n"
+                .to_owned(),
+            vec![is(
+                "clusters[0].tls.client_key",
+                "is required with client_cert",
+            )],
+        ),
+        (
+            "bad upstream server_name",
+            "[[clusters]]\nname = \"models\"\nbackends = [{ url = \"https://api.openai.com\" }]\ntls = { server_name = \"not a name\" }\n"
+                .to_owned(),
+            vec![is(
+                "clusters[0].tls.server_name",
+                "`not a name` is not a DNS name or an IP address",
             )],
         ),
         (
@@ -533,7 +569,7 @@ trusted_proxies = ["not-an-ip"]
 name = "models"
 backends = [
   { url = "http://127.0.0.1:9000", weight = 0 },
-  { url = "https://127.0.0.1:9001" },
+  { url = "ftp://127.0.0.1:9001" },
 ]
 "#,
     );
@@ -566,7 +602,7 @@ match = { path_prefix = "v1", methods = ["P OST"] }
                 &main,
                 has(
                     "clusters[0].backends[1].url",
-                    &["`https://127.0.0.1:9001`: the scheme must be `http` or `mock`"],
+                    &["`ftp://127.0.0.1:9001`: the scheme must be `http`, `https` or `mock`"],
                 ),
             ),
             (
@@ -654,7 +690,7 @@ fn errors_in_dynamic_files_name_that_file() {
             has(
                 "server",
                 &[
-                    "unknown field `server`, expected `clusters` or `routes`",
+                    "unknown field `server`, expected one of `clusters`, `routes`, `certificates`, `tls`",
                     "(line 1,",
                 ],
             ),
