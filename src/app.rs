@@ -42,12 +42,15 @@ fn list(errors: &[ConfigError]) -> String {
 #[derive(Debug)]
 pub struct Running {
     pub http_addr: SocketAddr,
+    /// The HTTPS listener's address; `None` when the config has no certificate.
+    pub https_addr: Option<SocketAddr>,
     pub monitor_addr: SocketAddr,
     pub monitor: Arc<Monitor>,
     shutdown_delay: Duration,
     stop_http: watch::Sender<bool>,
     stop_monitor: watch::Sender<bool>,
     http_task: JoinHandle<()>,
+    https_task: Option<JoinHandle<()>>,
     monitor_task: JoinHandle<()>,
 }
 
@@ -57,12 +60,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let static_config = &config.static_config;
     let snapshot = compile::snapshot(&config.dynamic, &static_config.upstream, &metrics)
         .map_err(StartError::Config)?;
+    for warning in &snapshot.warnings {
+        tracing::warn!("{warning}");
+    }
     metrics.set_config_version(&snapshot.version);
+    metrics.set_cert_expiry(&snapshot.cert_expiry, SystemTime::now());
+    // The HTTPS listener runs when the config starts with a certificate; adding the first
+    // certificate later needs a restart.
+    let wants_https = snapshot.tls.is_some();
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
 
     let http = bind("http", static_config.http_addr).await?;
+    let https = match wants_https {
+        true => Some(bind("https", static_config.https_addr).await?),
+        false => None,
+    };
     let monitor_listener = bind("monitor", static_config.monitor_addr).await?;
     let http_addr = local_addr("http", &http, static_config.http_addr)?;
+    let https_addr = match &https {
+        Some(listener) => Some(local_addr("https", listener, static_config.https_addr)?),
+        None => None,
+    };
     let monitor_addr = local_addr("monitor", &monitor_listener, static_config.monitor_addr)?;
 
     let proxy = Arc::new(Proxy {
@@ -81,6 +99,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop_http, http_rx) = watch::channel(false);
     let (stop_monitor, monitor_rx) = watch::channel(false);
     tokio::spawn(sweep_idle_connections(Arc::clone(&state), http_rx.clone()));
+    let https_task = https.map(|https| {
+        tokio::spawn(listener::serve_tls(
+            https,
+            Arc::clone(&proxy),
+            http_rx.clone(),
+        ))
+    });
     let http_task = tokio::spawn(listener::serve(http, proxy, http_rx));
     let monitor_task = tokio::spawn(monitor::serve(
         monitor_listener,
@@ -88,15 +113,22 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         monitor_rx,
     ));
     monitor.ready.store(true, Ordering::Release);
-    tracing::info!(http = %http_addr, monitor = %monitor_addr, "listening");
+    match https_addr {
+        Some(https) => {
+            tracing::info!(http = %http_addr, https = %https, monitor = %monitor_addr, "listening")
+        }
+        None => tracing::info!(http = %http_addr, monitor = %monitor_addr, "listening"),
+    }
     Ok(Running {
         http_addr,
+        https_addr,
         monitor_addr,
         monitor,
         shutdown_delay: static_config.server.shutdown_delay,
         stop_http,
         stop_monitor,
         http_task,
+        https_task,
         monitor_task,
     })
 }
@@ -138,7 +170,7 @@ fn local_addr(
 
 impl Running {
     /// Drains and stops: readiness fails at once; after `shutdown_delay` the traffic
-    /// listener stops accepting and waits for requests in flight (up to the drain timeout);
+    /// listeners stop accepting and waits for requests in flight (up to the drain timeout);
     /// then the monitor stops.
     pub async fn shutdown(self) {
         self.monitor.draining.store(true, Ordering::Release);
@@ -146,9 +178,15 @@ impl Running {
             tracing::info!(delay = ?self.shutdown_delay, "not ready; accepting until the delay ends");
             tokio::time::sleep(self.shutdown_delay).await;
         }
+        // One signal stops both traffic listeners; they drain side by side.
         let _ = self.stop_http.send(true);
         if let Err(err) = self.http_task.await {
             tracing::error!(error = %err, "the traffic listener task failed");
+        }
+        if let Some(task) = self.https_task {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "the HTTPS listener task failed");
+            }
         }
         let _ = self.stop_monitor.send(true);
         let _ = self.monitor_task.await;

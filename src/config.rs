@@ -47,6 +47,9 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone)]
 pub struct StaticConfig {
     pub http_addr: SocketAddr,
+    /// Bound only when the config has a certificate. A clash with another listener is
+    /// reported when binding, since only then is it known whether it is bound.
+    pub https_addr: SocketAddr,
     pub monitor_addr: SocketAddr,
     pub server: ServerSettings,
     pub upstream: UpstreamDefaults,
@@ -107,6 +110,8 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
         DynamicFile {
             clusters: main.clusters,
             routes: main.routes,
+            certificates: main.certificates,
+            tls: main.tls,
         },
     )];
     if let Some(dir) = &main.dynamic_dir {

@@ -36,6 +36,10 @@ pub enum ProxyError {
     /// The upstream: the TCP connection was refused, reset or could not be made.
     #[error("cannot connect to the upstream: {0}")]
     Connect(String),
+    /// The upstream: the TLS handshake failed (its certificate did not verify, no common
+    /// protocol version, a client certificate it refused).
+    #[error("TLS handshake with the upstream failed: {0}")]
+    UpstreamTls(String),
     /// The upstream: no connection within the connect timeout.
     #[error("connecting to the upstream timed out after {0:?}")]
     ConnectTimeout(Duration),
@@ -109,6 +113,11 @@ impl ProxyError {
                 "upstream_error",
                 "upstream_connect_error",
             ),
+            UpstreamTls(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_tls_error",
+            ),
             ConnectTimeout(_) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream_error",
@@ -172,5 +181,8 @@ mod tests {
         assert_eq!(ProxyError::TotalTimeout(d).class().status, 504);
         assert_eq!(ProxyError::Connect("refused".into()).class().status, 502);
         assert_eq!(ProxyError::Upstream("garbage".into()).class().status, 502);
+        let tls = ProxyError::UpstreamTls("invalid peer certificate: UnknownIssuer".into());
+        assert_eq!(tls.class().status, 502);
+        assert_eq!(tls.class().code, "upstream_tls_error");
     }
 }

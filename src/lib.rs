@@ -8,12 +8,17 @@
 //!
 //! - [`app`]: wires config, listeners and monitor together; starts and drains.
 //! - [`config`]: reads TOML files, checks them and compiles the immutable [`config::Snapshot`].
-//! - [`listener`]: accepts client connections and serves HTTP/1.1 and h2c on them.
+//! - [`listener`]: accepts client connections (TCP, or TLS on the HTTPS port) and serves
+//!   HTTP/1.1 and HTTP/2 on them.
+//! - [`tls`]: the HTTPS side: certificates from PEM, SNI selection, the server config, the
+//!   handshake.
 //! - [`proxy`]: the request path in call order: `route` → `limit` → `balance` → `forward`
-//!   (with `headers`) → `observe` (metrics and access log at the end of the body).
+//!   (with `headers`) → `stream` (the body back, with its timeouts) → `record` (metrics and
+//!   access log once); `upgrade` for WebSocket tunnels.
 //! - [`llm`]: OpenAI request and response shapes, the SSE parser, usage accounting, GenAI
 //!   metrics.
-//! - [`upstream`]: pooled clients to backends, and the in-process mock target.
+//! - [`upstream`]: pooled clients to backends (TLS to `https://` ones in `upstream::tls`), and
+//!   the in-process mock target.
 //! - [`mock`]: the built-in OpenAI-compatible mock model server behind `mock://` URLs.
 //! - [`monitor`]: `/healthz`, `/readyz`, `/metrics`, `/status` on the monitor port.
 //! - [`metrics`]: the Prometheus registry and per-route handles.
@@ -32,4 +37,5 @@ pub mod metrics;
 pub mod mock;
 pub mod monitor;
 pub mod proxy;
+pub mod tls;
 pub mod upstream;

@@ -1,4 +1,9 @@
-//! The traffic listener: accept, apply connection limits, serve HTTP/1.1 and h2c, drain.
+//! The traffic listeners: accept, apply connection limits, serve HTTP/1.1 and HTTP/2, drain.
+//!
+//! The HTTP listener (8080) serves HTTP/1.1 and h2c on the TCP stream; the HTTPS listener
+//! (8443) first runs the TLS handshake with the current snapshot's certificates, then serves
+//! the TLS stream the same way (ALPN `h2` or `http/1.1`; hyper-util's auto builder reads the
+//! HTTP/2 preface either way). Both share one accept loop and one `serve_one`.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +19,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
@@ -24,6 +30,15 @@ use crate::config::ServerSettings;
 use crate::proxy::{ConnInfo, Proxy};
 use send_timeout::SendTimeout;
 
+/// What runs on an accepted TCP connection before HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// HTTP straight on the TCP stream.
+    Plain,
+    /// A TLS handshake first.
+    Tls,
+}
+
 /// How connections are served: HTTP/1.1 and h2c detected per connection, or HTTP/1.1 only.
 /// (hyper-util's auto builder ignores `http1_only` once upgrades are enabled, so the
 /// HTTP/1.1-only case uses hyper's own builder.)
@@ -33,7 +48,7 @@ enum Protocols {
 }
 
 impl Protocols {
-    fn new(settings: &ServerSettings) -> Protocols {
+    fn new(settings: &ServerSettings, transport: Transport) -> Protocols {
         let mut auto = auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
@@ -41,7 +56,8 @@ impl Protocols {
             .max_buf_size(settings.max_header_size)
             .max_headers(settings.max_headers)
             .writev(false);
-        if !settings.http2 {
+        // `server.http2` is about h2c on the plain port; over TLS, ALPN decides.
+        if !settings.http2 && transport == Transport::Plain {
             let mut http1 = http1::Builder::new();
             http1
                 .timer(TokioTimer::new())
@@ -61,12 +77,29 @@ impl Protocols {
     }
 }
 
-/// Serves `listener` until `shutdown` turns true, then stops accepting and gives open
-/// connections `drain_timeout` to finish: HTTP/1 answers carry `Connection: close` and idle
-/// connections close, HTTP/2 connections get GOAWAY.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+/// Serves plain HTTP/1.1 and h2c on `listener` until `shutdown` turns true, then stops
+/// accepting and gives open connections `drain_timeout` to finish: HTTP/1 answers carry
+/// `Connection: close` and idle connections close, HTTP/2 connections get GOAWAY.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, shutdown: watch::Receiver<bool>) {
+    serve_with(listener, proxy, shutdown, Transport::Plain).await;
+}
+
+/// Serves HTTPS on `listener`, as [`serve`] does HTTP. Each handshake uses the TLS config of
+/// the snapshot current at that moment, within `header_read_timeout`; a handshake that fails
+/// (plaintext, garbage, a refused client certificate) closes the connection and is counted
+/// in `sluice_tls_handshakes_total`.
+pub async fn serve_tls(listener: TcpListener, proxy: Arc<Proxy>, shutdown: watch::Receiver<bool>) {
+    serve_with(listener, proxy, shutdown, Transport::Tls).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    mut shutdown: watch::Receiver<bool>,
+    transport: Transport,
+) {
     let settings = &proxy.settings;
-    let builder = Arc::new(Protocols::new(settings));
+    let builder = Arc::new(Protocols::new(settings, transport));
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     // Turns true when the drain timeout ends: connections still open are closed.
     let (force_close, force_rx) = watch::channel(false);
@@ -95,10 +128,6 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let conn_info = ConnInfo {
-            peer,
-            proto: "http",
-        };
         let proxy = Arc::clone(&proxy);
         let builder = Arc::clone(&builder);
         let draining = shutdown.clone();
@@ -107,7 +136,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
         let mut force = force_rx.clone();
         tokio::spawn(async move {
             tokio::select! {
-                () = serve_one(stream, conn_info, &proxy, &builder, draining) => {}
+                () = connection(stream, peer, transport, &proxy, &builder, draining) => {}
                 () = stopped(&mut force) => {}
             }
             proxy.metrics.open_connections.dec();
@@ -132,14 +161,56 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
     }
 }
 
-/// Serves one connection until it ends.
-async fn serve_one(
+/// Runs one accepted connection: the TLS handshake if any, then HTTP until it ends.
+async fn connection(
     stream: TcpStream,
-    conn_info: ConnInfo,
+    peer: std::net::SocketAddr,
+    transport: Transport,
     proxy: &Arc<Proxy>,
     protocols: &Protocols,
     draining: watch::Receiver<bool>,
 ) {
+    match transport {
+        Transport::Plain => {
+            let conn_info = ConnInfo {
+                peer,
+                proto: "http",
+                client_subject: None,
+            };
+            serve_one(stream, conn_info, proxy, protocols, draining).await;
+        }
+        Transport::Tls => {
+            // The current snapshot's config, so a reload reaches the next handshake.
+            let config = proxy.state.load().tls.clone();
+            let Some(config) = config else {
+                proxy.metrics.tls_handshake("no_certificate", "", "");
+                tracing::debug!(%peer, "no certificate is configured; closing");
+                return;
+            };
+            let timeout = proxy.settings.header_read_timeout;
+            let accepted =
+                crate::tls::accept::handshake(stream, config, timeout, &proxy.metrics, peer).await;
+            let Some(accepted) = accepted else { return };
+            let conn_info = ConnInfo {
+                peer,
+                proto: "https",
+                client_subject: accepted.client_subject,
+            };
+            serve_one(accepted.stream, conn_info, proxy, protocols, draining).await;
+        }
+    }
+}
+
+/// Serves HTTP on one connection (TCP or TLS) until it ends.
+async fn serve_one<I>(
+    stream: I,
+    conn_info: ConnInfo,
+    proxy: &Arc<Proxy>,
+    protocols: &Protocols,
+    draining: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // Set by the first request. Until then hyper-util is still sniffing for the HTTP/2
     // preface with no timeout of its own, so a silent client would hold a connection slot
     // forever; `header_read_timeout` bounds that wait too.
@@ -147,6 +218,7 @@ async fn serve_one(
     let service = service_fn(|req| {
         spoke.store(true, Ordering::Relaxed);
         let proxy = Arc::clone(proxy);
+        let conn_info = conn_info.clone();
         async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
     });
     let io = TokioIo::new(SendTimeout::new(stream, proxy.settings.send_timeout));

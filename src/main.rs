@@ -21,6 +21,7 @@ enum Command {
     /// Serve traffic with a config file.
     Run(RunArgs),
     /// Check a config file as `run` would, print every problem, exit non-zero if any.
+    /// Warnings (`warning: file:key: reason` on stderr) do not change the exit status.
     Check(ConfigArg),
 }
 
@@ -38,6 +39,9 @@ struct RunArgs {
     /// Overrides `listen.http` (for example `127.0.0.1:0`).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Overrides `listen.https` (bound only when the config has a certificate).
+    #[arg(long, value_name = "ADDR")]
+    https: Option<SocketAddr>,
     /// Overrides `listen.monitor`.
     #[arg(long, value_name = "ADDR")]
     monitor: Option<SocketAddr>,
@@ -70,6 +74,10 @@ fn check(path: &std::path::Path) -> ExitCode {
     });
     match loaded {
         Ok(snapshot) => {
+            // Warnings (an expired certificate, verification turned off) do not fail the check.
+            for warning in &snapshot.warnings {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: ok ({} routes, {} clusters, version {})",
                 path.display(),
@@ -102,6 +110,9 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(addr) = args.http {
         settings.http_addr = addr;
     }
+    if let Some(addr) = args.https {
+        settings.https_addr = addr;
+    }
     if let Some(addr) = args.monitor {
         settings.monitor_addr = addr;
     }
@@ -128,6 +139,9 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // The handlers go in before the listeners are bound: a signal sent as soon as the
+        // `listening` line is out must drain, not kill the process.
+        let stop = shutdown_signal();
         let running = match sluice::app::start(config).await {
             Ok(running) => running,
             Err(err) => {
@@ -135,7 +149,7 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("shutting down");
         running.shutdown().await;
         tracing::info!("stopped");
@@ -143,14 +157,16 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
     }
 }
 

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub websocket_bytes_up: IntCounter,
     /// `sluice_websocket_bytes_total{direction="upstream_to_client"}`.
     pub websocket_bytes_down: IntCounter,
+    /// `sluice_tls_handshakes_total{result,version,alpn}`: handshakes on the HTTPS listener.
+    tls_handshakes: IntCounterVec,
+    /// `sluice_tls_cert_expiry_seconds{cert}`: seconds until each certificate expires.
+    cert_expiry: IntGaugeVec,
 }
 
 /// Counter and histogram handles of one route.
@@ -148,6 +152,17 @@ impl Metrics {
             ),
             websocket_bytes_up: websocket_bytes.with_label_values(&["client_to_upstream"]),
             websocket_bytes_down: websocket_bytes.with_label_values(&["upstream_to_client"]),
+            tls_handshakes: counter_vec(
+                "sluice_tls_handshakes_total",
+                "TLS handshakes on the HTTPS listener, by result (ok, error, timeout, \
+                 no_certificate), protocol version and ALPN protocol.",
+                &["result", "version", "alpn"],
+            ),
+            cert_expiry: gauge_vec(
+                "sluice_tls_cert_expiry_seconds",
+                "Seconds until the certificate expires (negative once expired).",
+                &["cert"],
+            ),
             registry,
         };
         metrics.register_all();
@@ -171,6 +186,8 @@ impl Metrics {
             Box::new(self.build_info.clone()),
             Box::new(self.config_version.clone()),
             Box::new(self.websocket_open.clone()),
+            Box::new(self.tls_handshakes.clone()),
+            Box::new(self.cert_expiry.clone()),
         ];
         for collector in collectors {
             self.registry
@@ -207,6 +224,29 @@ impl Metrics {
     pub fn set_config_version(&self, version: &str) {
         self.config_version.reset();
         self.config_version.with_label_values(&[version]).set(1);
+    }
+
+    /// Counts one TLS handshake. Labels are a handful of fixed strings, so the lookup is
+    /// cheap next to the handshake itself.
+    pub fn tls_handshake(&self, result: &str, version: &str, alpn: &str) {
+        self.tls_handshakes
+            .with_label_values(&[result, version, alpn])
+            .inc();
+    }
+
+    /// Sets `sluice_tls_cert_expiry_seconds` for exactly these certificates (label, expiry
+    /// in seconds since the Unix epoch) as seen at `now`, dropping certificates of an older
+    /// config.
+    pub fn set_cert_expiry(&self, certs: &[(String, i64)], now: std::time::SystemTime) {
+        let now = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.cert_expiry.reset();
+        for (cert, not_after) in certs {
+            self.cert_expiry
+                .with_label_values(&[cert.as_str()])
+                .set(not_after.saturating_sub(now));
+        }
     }
 
     /// The registry's contents in the Prometheus text format.

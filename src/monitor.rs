@@ -56,6 +56,10 @@ impl Monitor {
                 }
             }
             "/metrics" => {
+                // Seconds until expiry change with time: computed at each scrape.
+                let snapshot = self.state.load();
+                self.metrics
+                    .set_cert_expiry(&snapshot.cert_expiry, SystemTime::now());
                 let mut response = Response::new(body::full(self.metrics.encode()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -117,6 +121,11 @@ impl Monitor {
                 })
             })
             .collect();
+        let certificates: Vec<_> = snapshot
+            .cert_expiry
+            .iter()
+            .map(|(cert, not_after)| json!({ "cert": cert, "not_after_unix": not_after }))
+            .collect();
         let uptime = self.started.elapsed().map(|d| d.as_secs()).unwrap_or(0);
         json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -126,6 +135,7 @@ impl Monitor {
             "draining": self.draining.load(Ordering::Acquire),
             "routes": routes,
             "clusters": clusters,
+            "certificates": certificates,
         })
     }
 }

@@ -38,11 +38,14 @@ use record::{Entry, LlmEntry, Record, CLIENT_CLOSED};
 use stream::{Observed, StreamOptions};
 
 /// What the listener knows about a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The subject of the client's verified TLS certificate (mTLS), sent to routing and
+    /// upstream as `x-sluice-client-subject` and written to the access log.
+    pub client_subject: Option<HeaderValue>,
 }
 
 /// The proxy: shared by every connection of every listener.
@@ -71,6 +74,7 @@ impl Proxy {
                 started: Instant::now(),
                 request_id: None,
                 peer: conn.peer,
+                client_subject: conn.client_subject.clone(),
                 method: req.method().clone(),
                 uri: req.uri().clone(),
                 route: None,
@@ -85,12 +89,15 @@ impl Proxy {
                 llm: None,
             },
         };
-        let inner = self.handle_inner(req, conn, &record.snapshot, &mut record.entry);
+        let inner = self.handle_inner(req, &conn, &record.snapshot, &mut record.entry);
         let mut response = match inner.await {
             Ok(response) => response,
             Err(err) => {
                 record.entry.error = Some(err.class().code);
-                if matches!(err, ProxyError::Upstream(_) | ProxyError::Connect(_)) {
+                if matches!(
+                    err,
+                    ProxyError::Upstream(_) | ProxyError::Connect(_) | ProxyError::UpstreamTls(_)
+                ) {
                     tracing::warn!(error = %err, "upstream request failed");
                 }
                 err.into_response()
@@ -134,7 +141,7 @@ impl Proxy {
     async fn handle_inner<B>(
         &self,
         req: Request<B>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         snapshot: &Snapshot,
         record: &mut Entry,
     ) -> Result<Response<Body>, ProxyError>
@@ -144,6 +151,7 @@ impl Proxy {
     {
         let (mut parts, incoming) = req.into_parts();
         record.request_id = Some(headers::ensure_request_id(&mut parts.headers));
+        headers::set_client_subject(&mut parts.headers, conn.client_subject.as_ref());
 
         // Route.
         let client_host = parts

@@ -1,7 +1,10 @@
 //! Connections to backends.
 //!
 //! Each HTTP backend owns its connections ([`HttpBackend`]): a lock-free queue of idle
-//! HTTP/1.1 connections, or one shared HTTP/2 connection for h2c. A request takes an idle
+//! HTTP/1.1 connections, or one shared HTTP/2 connection (h2c, or h2 over TLS). `https://`
+//! backends get the same pool, each connection opened through a TLS handshake
+//! ([`tls`]); with `protocol = "auto"` the first handshake's ALPN decides which of the two
+//! the backend gets. A request takes an idle
 //! connection (or opens one), and its response body puts the connection back when the last
 //! byte has been read, so a keep-alive connection serves one request at a time and is never
 //! reused half-read. `mock://` backends are answered in process by the built-in mock model
@@ -14,12 +17,13 @@
 
 mod connect;
 mod pool;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::Authority;
-use http::{Request, Response};
+use http::uri::{Authority, PathAndQuery};
+use http::{Request, Response, Uri, Version};
 
 use crate::body::Body;
 use crate::config::file::UpstreamProtocol;
@@ -27,7 +31,9 @@ use crate::error::ProxyError;
 use crate::metrics::ClusterMetrics;
 use crate::mock::MockBackend;
 use crate::proxy::limit::{BodyTooLarge, ClientBodyError};
+use connect::{Conn, Want};
 use pool::{Pool, PooledBody};
+use tls::TlsTarget;
 
 /// Settings shared by a cluster's backends.
 #[derive(Debug, Clone)]
@@ -62,21 +68,30 @@ impl Target {
     }
 }
 
-/// A TCP backend (`http://host:port`) and its connections.
+/// A TCP backend (`http://host:port` or `https://host:port`) and its connections.
 #[derive(Debug)]
 pub struct HttpBackend {
     pub authority: Authority,
     settings: ClientSettings,
+    /// Set for `https://` backends.
+    tls: Option<TlsTarget>,
     pool: Pool,
     metrics: ClusterMetrics,
 }
 
 impl HttpBackend {
-    pub fn new(authority: Authority, settings: ClientSettings, metrics: ClusterMetrics) -> Self {
+    /// A backend at `authority`, reached through TLS when `tls` is set.
+    pub fn new(
+        authority: Authority,
+        settings: ClientSettings,
+        tls: Option<TlsTarget>,
+        metrics: ClusterMetrics,
+    ) -> Self {
         HttpBackend {
             authority,
             pool: Pool::new(settings.pool_max_idle_per_host, settings.pool_idle_timeout),
             settings,
+            tls,
             metrics,
         }
     }
@@ -92,11 +107,24 @@ impl HttpBackend {
         &self,
         req: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-        let mut sender = self.connect_http1().await?;
+        let Conn::H1(mut sender) = self.connect(Want::Http1).await? else {
+            return Err(ProxyError::Upstream(
+                "an HTTP/2 connection where HTTP/1.1 was asked for".to_owned(),
+            ));
+        };
         sender
             .send_request(req)
             .await
             .map_err(|e| upstream_error(&e))
+    }
+
+    /// `https` for TLS backends, else `http`: the `:scheme` of HTTP/2 requests.
+    pub fn scheme(&self) -> http::uri::Scheme {
+        if self.tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        }
     }
 
     /// Closes idle connections past the idle timeout.
@@ -106,15 +134,29 @@ impl HttpBackend {
 
     async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         match self.settings.protocol {
-            UpstreamProtocol::Http1 => self.send_http1(req).await,
-            UpstreamProtocol::H2c => self.send_h2c(req).await,
+            UpstreamProtocol::Http1 => self.send_http1(req, Want::Http1).await,
+            UpstreamProtocol::H2c | UpstreamProtocol::Http2 => self.send_h2(req).await,
+            UpstreamProtocol::Auto => match self.pool.shared_h2() {
+                Some(sender) => Self::send_on_h2(sender, req).await,
+                None => self.send_http1(req, Want::Alpn).await,
+            },
         }
     }
 
+    /// Sends on an idle HTTP/1.1 connection or a new one. With `Want::Alpn` the new
+    /// connection may turn out to be HTTP/2; it then becomes the shared one.
     async fn send_http1(
         self: &Arc<Self>,
         mut req: Request<Body>,
+        want: Want,
     ) -> Result<Response<Body>, ProxyError> {
+        // `prepare` wrote the absolute form that HTTP/2 needs (its `:authority` follows the
+        // route's Host policy); it is kept in case ALPN picks HTTP/2, and HTTP/1.1 gets the
+        // origin form.
+        let h2_uri = (want == Want::Alpn).then(|| req.uri().clone());
+        if want == Want::Alpn {
+            origin_form(&mut req);
+        }
         // Idle connections first. One the backend closed before the request was written
         // gives the request back, and the next connection gets it.
         while let Some(mut sender) = self.pool.checkout() {
@@ -129,45 +171,83 @@ impl HttpBackend {
                 },
             }
         }
-        let mut sender = self.connect_http1().await?;
-        match sender.send_request(req).await {
-            Ok(response) => Ok(PooledBody::wrap(response, sender, self)),
-            Err(err) => Err(upstream_error(&err)),
+        match self.connect(want).await? {
+            Conn::H1(mut sender) => match sender.send_request(req).await {
+                Ok(response) => Ok(PooledBody::wrap(response, sender, self)),
+                Err(err) => Err(upstream_error(&err)),
+            },
+            Conn::H2(sender) => {
+                // ALPN chose HTTP/2: the request goes back to the form HTTP/2 needs.
+                if let Some(uri) = h2_uri {
+                    *req.uri_mut() = uri;
+                }
+                self.pool.set_shared_h2(sender.clone());
+                Self::send_on_h2(sender, req).await
+            }
         }
     }
 
-    async fn send_h2c(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-        let mut sender = match self.pool.shared_h2() {
+    /// Sends on the shared HTTP/2 connection, opening it first if there is none.
+    async fn send_h2(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
+        let sender = match self.pool.shared_h2() {
             Some(sender) => sender,
-            None => {
-                let sender = self.connect_h2c().await?;
-                self.pool.set_shared_h2(sender.clone());
-                sender
-            }
+            None => match self.connect(Want::Http2).await? {
+                Conn::H2(sender) => {
+                    self.pool.set_shared_h2(sender.clone());
+                    sender
+                }
+                // `open` never answers `Want::Http2` with HTTP/1.1; should it, fail cleanly.
+                Conn::H1(_) => {
+                    return Err(ProxyError::Upstream(
+                        "an HTTP/1.1 connection where HTTP/2 was asked for".to_owned(),
+                    ))
+                }
+            },
         };
+        Self::send_on_h2(sender, req).await
+    }
+
+    async fn send_on_h2(
+        mut sender: hyper::client::conn::http2::SendRequest<Body>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        *req.version_mut() = Version::HTTP_2;
         match sender.send_request(req).await {
             Ok(response) => Ok(response.map(crate::body::boxed)),
             Err(err) => Err(upstream_error(&err)),
         }
     }
 
-    async fn connect_http1(
-        &self,
-    ) -> Result<hyper::client::conn::http1::SendRequest<Body>, ProxyError> {
-        self.metrics.connects.inc();
-        connect::http1(&self.authority, self.settings.connect_timeout)
-            .await
-            .inspect_err(|_| self.metrics.connect_errors.inc())
+    async fn connect(&self, want: Want) -> Result<Conn, ProxyError> {
+        let default_port = if self.tls.is_some() { 443 } else { 80 };
+        let opened = connect::open(
+            &self.authority,
+            default_port,
+            self.settings.connect_timeout,
+            self.tls.as_ref(),
+            want,
+        )
+        .await;
+        // Counted once it is known: a failure is a connect error, not a connection.
+        match &opened {
+            Ok(_) => self.metrics.connects.inc(),
+            Err(_) => self.metrics.connect_errors.inc(),
+        }
+        opened
     }
+}
 
-    async fn connect_h2c(
-        &self,
-    ) -> Result<hyper::client::conn::http2::SendRequest<Body>, ProxyError> {
-        self.metrics.connects.inc();
-        connect::h2c(&self.authority, self.settings.connect_timeout)
-            .await
-            .inspect_err(|_| self.metrics.connect_errors.inc())
+/// Turns an absolute-form request into the origin form (`/path?query`) of HTTP/1.1.
+fn origin_form(req: &mut Request<Body>) {
+    if req.uri().scheme().is_some() {
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
     }
+    *req.version_mut() = Version::HTTP_11;
 }
 
 /// A failed exchange: the client's body if that is what broke, else the upstream.

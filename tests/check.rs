@@ -4,133 +4,13 @@
 //! prints one `file:key.path: reason` line per problem on stderr, every problem of the run at
 //! once, so an operator fixes a file in one pass.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
-
-/// A valid cluster named `models`.
-const CLUSTER: &str = r#"
-[[clusters]]
-name = "models"
-backends = [{ url = "http://127.0.0.1:9000" }]
-"#;
-
-/// A valid route to `models`; cases append keys to it.
-const ROUTE: &str = r#"
-[[routes]]
-name = "chat"
-cluster = "models"
-"#;
-
-/// One expected stderr line, for a given file.
-#[derive(Debug)]
-enum Want {
-    /// The line is exactly `file:key: reason`; `{file}` in the reason stands for the file.
-    Is(&'static str, String),
-    /// The line starts with `file:key: ` (or `file: ` for an empty key) and its reason
-    /// contains every fragment: for reasons that carry a TOML line and column.
-    Has(&'static str, Vec<String>),
-}
-
-fn is(key: &'static str, reason: impl Into<String>) -> Want {
-    Want::Is(key, reason.into())
-}
-
-fn has(key: &'static str, fragments: &[&'static str]) -> Want {
-    Want::Has(key, fragments.iter().map(|f| f.to_string()).collect())
-}
-
-impl Want {
-    fn matches(&self, file: &Path, line: &str) -> bool {
-        let file = file.display();
-        match self {
-            Want::Is(key, reason) => {
-                let reason = reason.replace("{file}", &file.to_string());
-                line == format!("{file}:{key}: {reason}")
-            }
-            Want::Has(key, fragments) => {
-                let prefix = if key.is_empty() {
-                    format!("{file}: ")
-                } else {
-                    format!("{file}:{key}: ")
-                };
-                line.strip_prefix(&prefix)
-                    .is_some_and(|reason| fragments.iter().all(|f| reason.contains(f.as_str())))
-            }
-        }
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(SLUICE)
-        .args(args)
-        .output()
-        .expect("the sluice binary runs")
-}
-
-fn check(path: &Path) -> Output {
-    run(&["check", "-c", path.to_str().expect("temp paths are UTF-8")])
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Compares stderr with the expected lines, in order; `Err` says what differed.
-fn compare(out: &Output, want: &[(&Path, Want)]) -> Result<(), String> {
-    let stderr = text(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().collect();
-    let describe = || format!("want {want:#?}\ngot stderr:\n{stderr}");
-    if out.status.success() {
-        return Err(format!("exit status 0\n{}", describe()));
-    }
-    if !out.stdout.is_empty() {
-        return Err(format!("stdout not empty: {}", text(&out.stdout)));
-    }
-    if lines.len() != want.len() {
-        return Err(format!(
-            "{} lines, not {}\n{}",
-            lines.len(),
-            want.len(),
-            describe()
-        ));
-    }
-    for (line, (file, w)) in lines.iter().zip(want) {
-        if !w.matches(file, line) {
-            return Err(format!("line {line:?} does not match\n{}", describe()));
-        }
-    }
-    Ok(())
-}
-
-fn assert_problems(out: &Output, want: &[(&Path, Want)]) {
-    if let Err(why) = compare(out, want) {
-        panic!("{why}");
-    }
-}
-
-fn assert_ok(path: &Path) -> String {
-    let out = check(path);
-    let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{} rejected:\n{}",
-        path.display(),
-        text(&out.stderr)
-    );
-    let ok = format!("{}: ok (", path.display());
-    assert!(stdout.starts_with(&ok), "stdout: {stdout}");
-    assert!(out.stderr.is_empty(), "stderr: {}", text(&out.stderr));
-    stdout
-}
-
-fn write(path: &Path, toml: &str) {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    std::fs::write(path, toml).unwrap();
-}
+use common::check::{
+    assert_ok, assert_problems, check, compare, has, is, run, text, write, Want, CLUSTER, ROUTE,
+};
 
 /// `CLUSTER` and `ROUTE` followed by `extra` keys of the route.
 fn route_with(extra: &str) -> String {
@@ -216,7 +96,7 @@ fn broken_configs() -> Vec<(&'static str, String, Vec<Want>)> {
                 .to_owned(),
             vec![has(
                 "clusters[0].protocol",
-                &["unknown variant `h3`, expected `http1` or `h2c`"],
+                &["unknown variant `h3`, expected one of `http1`, `h2c`, `http2`, `auto`"],
             )],
         ),
         (
@@ -353,15 +233,51 @@ fn broken_configs() -> Vec<(&'static str, String, Vec<Want>)> {
             backend("10.0.0.5:8000"),
             vec![is(
                 url_key,
-                "`10.0.0.5:8000`: the scheme must be `http` or `mock` (https backends come with TLS support)",
+                "`10.0.0.5:8000`: the scheme must be `http`, `https` or `mock`",
             )],
         ),
         (
-            "https backend",
-            backend("https://api.openai.com"),
+            "ftp backend",
+            backend("ftp://files.example.com"),
             vec![is(
                 url_key,
-                "`https://api.openai.com`: the scheme must be `http` or `mock` (https backends come with TLS support)",
+                "`ftp://files.example.com`: the scheme must be `http`, `https` or `mock`",
+            )],
+        ),
+        (
+            "h2c to an https backend",
+            "[[clusters]]\nname = \"models\"\nprotocol = \"h2c\"\nbackends = [{ url = \"https://api.openai.com\" }]\n"
+                .to_owned(),
+            vec![is(
+                url_key,
+                "`https://api.openai.com`: protocol `h2c` is HTTP/2 without TLS; use `http2` or `auto` for https backends",
+            )],
+        ),
+        (
+            "http2 to an http backend",
+            "[[clusters]]\nname = \"models\"\nprotocol = \"http2\"\nbackends = [{ url = \"http://10.0.0.5:8000\" }]\n"
+                .to_owned(),
+            vec![is(
+                url_key,
+                "`http://10.0.0.5:8000`: protocol `http2` is HTTP/2 over TLS; use `h2c` for HTTP/2 to http backends",
+            )],
+        ),
+        (
+            "client_cert without client_key",
+            "[[clusters]]\nname = \"models\"\nbackends = [{ url = \"https://api.openai.com\" }]\ntls = { client_cert = \"client.pem\" }\n"
+                .to_owned(),
+            vec![is(
+                "clusters[0].tls.client_key",
+                "is required with client_cert",
+            )],
+        ),
+        (
+            "bad upstream server_name",
+            "[[clusters]]\nname = \"models\"\nbackends = [{ url = \"https://api.openai.com\" }]\ntls = { server_name = \"not a name\" }\n"
+                .to_owned(),
+            vec![is(
+                "clusters[0].tls.server_name",
+                "`not a name` is not a DNS name or an IP address",
             )],
         ),
         (
@@ -538,7 +454,7 @@ trusted_proxies = ["not-an-ip"]
 name = "models"
 backends = [
   { url = "http://127.0.0.1:9000", weight = 0 },
-  { url = "https://127.0.0.1:9001" },
+  { url = "ftp://127.0.0.1:9001" },
 ]
 "#,
     );
@@ -571,7 +487,7 @@ match = { path_prefix = "v1", methods = ["P OST"] }
                 &main,
                 has(
                     "clusters[0].backends[1].url",
-                    &["`https://127.0.0.1:9001`: the scheme must be `http` or `mock`"],
+                    &["`ftp://127.0.0.1:9001`: the scheme must be `http`, `https` or `mock`"],
                 ),
             ),
             (
@@ -659,7 +575,7 @@ fn errors_in_dynamic_files_name_that_file() {
             has(
                 "server",
                 &[
-                    "unknown field `server`, expected `clusters` or `routes`",
+                    "unknown field `server`, expected one of `clusters`, `routes`, `certificates`, `tls`",
                     "(line 1,",
                 ],
             ),
@@ -774,8 +690,36 @@ fn shipped_configs_pass() {
     }
     assert!(examples.len() >= 2, "too few examples: {examples:?}");
     for path in &examples {
-        assert_ok(path);
+        let text = std::fs::read_to_string(path).unwrap();
+        if text.contains("[[certificates]]") {
+            check_with_made_certificates(path, &text);
+        } else {
+            assert_ok(path);
+        }
     }
+}
+
+/// Certificate files are not shipped: checks a copy of a TLS example beside certificates made
+/// for each `cert`, `key` and `ca` path it names.
+fn check_with_made_certificates(example: &Path, text: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = common::pki::Ca::new("example CA");
+    let value = |line: &str| line.split('"').nth(1).map(str::to_owned);
+    for line in text.lines().map(str::trim) {
+        let Some(file) = value(line) else { continue };
+        let path = dir.path().join(&file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        if line.starts_with("cert =") {
+            let stem = path.file_stem().unwrap().to_str().unwrap().to_owned();
+            ca.server(&[stem.as_str()])
+                .write(path.parent().unwrap(), &stem);
+        } else if line.starts_with("ca =") {
+            std::fs::write(&path, ca.pem()).unwrap();
+        }
+    }
+    let copy = dir.path().join(example.file_name().unwrap());
+    std::fs::write(&copy, text).unwrap();
+    assert_ok(&copy);
 }
 
 #[test]

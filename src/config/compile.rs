@@ -3,6 +3,8 @@
 //! A bad value never becomes a runtime object: each check sits where the object is built, and
 //! every failure is collected with its file and key so that one run reports all of them.
 
+mod tls;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -14,7 +16,7 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use ipnet::IpNet;
 use regex::Regex;
 
-use super::file::{self, MainFile, UpstreamDefaults};
+use super::file::{self, MainFile, UpstreamDefaults, UpstreamProtocol};
 use super::snapshot::{
     Backend, Cluster, HeaderEdits, HostPolicy, Route, Snapshot, Timeouts, WebSocketLimits,
 };
@@ -24,6 +26,7 @@ use crate::metrics::{ClusterMetrics, Metrics};
 use crate::mock::MockBackend;
 use crate::proxy::balance::RoundRobin;
 use crate::proxy::route::{PathMatch, RouteMatcher, Router};
+use crate::upstream::tls::TlsTarget;
 use crate::upstream::{ClientSettings, HttpBackend, Target};
 
 /// Collects errors against one file.
@@ -96,6 +99,7 @@ pub fn static_config(
     }
     Some(StaticConfig {
         http_addr: main.listen.http,
+        https_addr: main.listen.https,
         monitor_addr: main.listen.monitor,
         server: ServerSettings {
             workers: s.workers,
@@ -145,6 +149,7 @@ pub fn snapshot(
     metrics: &Metrics,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     let mut list = Vec::new();
+    let mut notes = tls::Notes::new();
     let mut clusters: Vec<Arc<Cluster>> = Vec::new();
     let mut cluster_files: HashMap<&str, &PathBuf> = HashMap::new();
     for (path, file) in &sources.files {
@@ -166,7 +171,7 @@ pub fn snapshot(
                 continue;
             }
             cluster_files.insert(&c.name, path);
-            if let Some(cluster) = cluster(&key, c, defaults, metrics, &mut errors) {
+            if let Some(cluster) = cluster(&key, c, defaults, metrics, &mut errors, &mut notes) {
                 clusters.push(Arc::new(cluster));
             }
         }
@@ -210,6 +215,7 @@ pub fn snapshot(
             }
         }
     }
+    let tls = tls::listener(sources, &mut list, &mut notes);
     if !list.is_empty() {
         return Err(list);
     }
@@ -219,6 +225,9 @@ pub fn snapshot(
         routes,
         clusters,
         unmatched: metrics.route("", ""),
+        tls,
+        cert_expiry: notes.cert_expiry,
+        warnings: notes.warnings,
     })
 }
 
@@ -247,6 +256,7 @@ fn cluster(
     defaults: &UpstreamDefaults,
     metrics: &Metrics,
     errors: &mut Errors,
+    notes: &mut tls::Notes,
 ) -> Option<Cluster> {
     let before = errors.list.len();
     check_name("cluster", key, &c.name, errors);
@@ -293,19 +303,25 @@ fn cluster(
         return None;
     }
     let cluster_metrics = metrics.cluster(&c.name);
+    let has_https = c
+        .backends
+        .iter()
+        .any(|b| Uri::from_str(&b.url).is_ok_and(|u| u.scheme_str() == Some("https")));
+    let cluster_tls = tls::cluster(key, c, has_https, errors, notes);
     let mut backends = Vec::new();
     for (i, b) in c.backends.iter().enumerate() {
         let key = format!("{key}.backends[{i}]");
         if b.weight == 0 {
             errors.push(format!("{key}.weight"), "must be at least 1");
         }
-        match backend_target(&b.url, &settings, &cluster_metrics) {
-            Ok((target, authority)) => backends.push(Backend {
+        match backend_target(&b.url, &settings, cluster_tls.as_ref(), &cluster_metrics) {
+            Ok(Some((target, authority))) => backends.push(Backend {
                 url: b.url.clone(),
                 weight: b.weight,
                 target,
                 authority,
             }),
+            Ok(None) => {}
             Err(reason) => errors.push(format!("{key}.url"), reason),
         }
     }
@@ -323,24 +339,43 @@ fn cluster(
     })
 }
 
-/// Parses a backend URL into where it lives and its `host:port`.
+/// Parses a backend URL into where it lives and its `host:port`. `Ok(None)`: an `https://`
+/// backend whose cluster's TLS settings failed (those errors are reported already).
 fn backend_target(
     url: &str,
     settings: &ClientSettings,
+    cluster_tls: Option<&tls::ClusterTls>,
     metrics: &ClusterMetrics,
-) -> Result<(Target, HeaderValue), String> {
+) -> Result<Option<(Target, HeaderValue)>, String> {
     let uri = Uri::from_str(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
     let scheme = uri.scheme_str().unwrap_or("");
     if scheme == "mock" {
         let mock = MockBackend::from_uri(&uri).map_err(|e| format!("`{url}`: {e}"))?;
         let authority = HeaderValue::from_str(mock.name())
             .map_err(|_| format!("`{url}`: the mock name is not a valid host"))?;
-        return Ok((Target::Mock(mock), authority));
+        return Ok(Some((Target::Mock(mock), authority)));
     }
-    if scheme != "http" {
-        return Err(format!(
-            "`{url}`: the scheme must be `http` or `mock` (https backends come with TLS support)"
-        ));
+    let https = match scheme {
+        "http" => false,
+        "https" => true,
+        _ => {
+            return Err(format!(
+                "`{url}`: the scheme must be `http`, `https` or `mock`"
+            ))
+        }
+    };
+    match (https, settings.protocol) {
+        (true, UpstreamProtocol::H2c) => {
+            return Err(format!(
+                "`{url}`: protocol `h2c` is HTTP/2 without TLS; use `http2` or `auto` for https backends"
+            ))
+        }
+        (false, UpstreamProtocol::Http2) => {
+            return Err(format!(
+                "`{url}`: protocol `http2` is HTTP/2 over TLS; use `h2c` for HTTP/2 to http backends"
+            ))
+        }
+        _ => {}
     }
     let Some(authority) = uri.authority() else {
         return Err(format!("`{url}` has no host"));
@@ -355,8 +390,23 @@ fn backend_target(
     }
     let host = HeaderValue::from_str(authority.as_str())
         .map_err(|_| format!("`{url}`: the host is not a valid header value"))?;
-    let backend = HttpBackend::new(authority.clone(), settings.clone(), metrics.clone());
-    Ok((Target::Http(Arc::new(backend)), host))
+    let tls = match (https, cluster_tls) {
+        (false, _) => None,
+        (true, None) => return Ok(None),
+        (true, Some(cluster_tls)) => {
+            let server_name = match &cluster_tls.server_name {
+                Some(name) => name.clone(),
+                None => crate::upstream::tls::server_name(authority.host())
+                    .map_err(|reason| format!("`{url}`: {reason}"))?,
+            };
+            Some(TlsTarget {
+                config: Arc::clone(&cluster_tls.config),
+                server_name,
+            })
+        }
+    };
+    let backend = HttpBackend::new(authority.clone(), settings.clone(), tls, metrics.clone());
+    Ok(Some((Target::Http(Arc::new(backend)), host)))
 }
 
 fn route(

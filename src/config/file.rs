@@ -36,9 +36,14 @@ pub struct MainFile {
     /// Routes defined in this file, in precedence order for ties.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// Certificates served on the HTTPS listener, defined in this file.
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
+    /// Settings of the HTTPS listener that reload with the certificates (client certificates).
+    pub tls: Option<Tls>,
 }
 
-/// A file of the dynamic directory: routes and clusters only.
+/// A file of the dynamic directory: routes, clusters, certificates and `[tls]` only.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DynamicFile {
@@ -46,6 +51,55 @@ pub struct DynamicFile {
     pub clusters: Vec<Cluster>,
     #[serde(default)]
     pub routes: Vec<Route>,
+    #[serde(default)]
+    pub certificates: Vec<Certificate>,
+    pub tls: Option<Tls>,
+}
+
+/// `[[certificates]]`: a certificate chain and its key, served to clients whose SNI names
+/// one of the certificate's DNS names. Paths are relative to the file that names them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// Unique name; the `cert` label of `sluice_tls_cert_expiry_seconds`.
+    pub name: String,
+    /// PEM file: the certificate first, then its intermediates.
+    pub cert: String,
+    /// PEM file: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: String,
+    /// Served to clients that send no SNI or a name no certificate has. When no certificate
+    /// says `default = true`, the first one is the default.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// `[tls]`: the HTTPS listener's dynamic settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Client certificates (mTLS); unset means none are asked for.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `[tls.client_auth]`: asking clients for a certificate signed by `ca`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM bundle of the CAs that sign client certificates.
+    pub ca: String,
+    /// `required` (default): a client without a valid certificate fails the handshake.
+    /// `optional`: it may send none, but one it sends must verify.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+}
+
+/// Whether a client certificate is required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    #[default]
+    Required,
+    Optional,
 }
 
 /// `[listen]`: where sluice accepts connections.
@@ -54,6 +108,9 @@ pub struct DynamicFile {
 pub struct Listen {
     /// Plain HTTP/1.1 and h2c traffic. Default `0.0.0.0:8080`.
     pub http: SocketAddr,
+    /// HTTPS traffic (HTTP/1.1 and HTTP/2 by ALPN). Default `0.0.0.0:8443`; bound only when
+    /// the config has at least one certificate.
+    pub https: SocketAddr,
     /// Health, readiness, metrics and status. Default `0.0.0.0:8421`.
     pub monitor: SocketAddr,
 }
@@ -62,6 +119,7 @@ impl Default for Listen {
     fn default() -> Self {
         Listen {
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            https: SocketAddr::from(([0, 0, 0, 0], 8443)),
             monitor: SocketAddr::from(([0, 0, 0, 0], 8421)),
         }
     }
@@ -188,9 +246,13 @@ pub struct Cluster {
     pub name: String,
     /// Backends, picked by smooth weighted round-robin.
     pub backends: Vec<Backend>,
-    /// `http1` (default) or `h2c` (HTTP/2 with prior knowledge) to the backends.
+    /// `http1` (default), `h2c` (HTTP/2 with prior knowledge, `http://` only), `http2`
+    /// (HTTP/2 over TLS) or `auto` (ALPN picks over TLS; HTTP/1.1 over `http://`).
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// TLS to `https://` backends.
+    #[serde(default)]
+    pub tls: UpstreamTls,
     /// Overrides of the `[upstream]` settings of the same names.
     pub connect_timeout: Option<HumanDuration>,
     pub response_header_timeout: Option<HumanDuration>,
@@ -205,7 +267,8 @@ pub struct Cluster {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    /// `http://host:port` or `mock://name?tokens=N&delay=D` (the built-in mock model server).
+    /// `http://host:port`, `https://host:port` or `mock://name?tokens=N&delay=D` (the built-in
+    /// mock model server).
     pub url: String,
     /// Share of requests relative to the cluster's other backends. Default 1.
     #[serde(default = "default_weight")]
@@ -220,9 +283,35 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
+    /// HTTP/1.1, with a pool of keep-alive connections.
     #[default]
     Http1,
+    /// HTTP/2 with prior knowledge over plain TCP.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    Http2,
+    /// Over TLS, ALPN picks HTTP/2 or HTTP/1.1; over plain TCP, HTTP/1.1.
+    Auto,
+}
+
+/// `[clusters.tls]`: how sluice checks `https://` backends and proves itself to them. Paths
+/// are relative to the file that names them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM bundle of further CAs trusted beside Mozilla's roots (a private CA).
+    pub ca: Option<String>,
+    /// The name sent as SNI and checked against the backend's certificate; default: the
+    /// URL's host.
+    pub server_name: Option<String>,
+    /// PEM certificate chain presented to backends that ask for one (mTLS).
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<String>,
+    /// Accepts any certificate the backend presents. Insecure: anyone on the path can read and
+    /// change the traffic. A warning is logged at every load.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// `[[routes]]`: which requests go to which cluster, and how they are changed on the way.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::file::{LlmMode, UpstreamProtocol};
+use crate::config::ConfigError;
 use crate::metrics::{ClusterMetrics, RouteMetrics};
 use crate::proxy::balance::RoundRobin;
 use crate::proxy::route::{RouteMatcher, Router};
@@ -26,6 +27,17 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<Cluster>>,
     /// Metric handles for requests that no route matched.
     pub unmatched: RouteMetrics,
+    /// The HTTPS listener's TLS config (certificates by SNI, client-certificate checks);
+    /// `None` when no certificate is configured. Read once per handshake, so a new snapshot
+    /// reaches the next handshake.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Every certificate's `cert` label and expiry (seconds since the Unix epoch), for
+    /// `sluice_tls_cert_expiry_seconds`: the listener's by name, clusters' client
+    /// certificates as `cluster/NAME`.
+    pub cert_expiry: Vec<(String, i64)>,
+    /// Problems that do not stop the config (an expired certificate, verification turned
+    /// off): logged at every load and printed by `sluice check`.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// A compiled route.

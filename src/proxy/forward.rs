@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::header::{self, HeaderValue};
-use http::uri::{Authority, Parts, PathAndQuery, Scheme};
+use http::uri::{Authority, Parts, PathAndQuery};
 use http::{Request, Response, Uri, Version};
 use tokio::time::Instant;
 
@@ -36,10 +36,11 @@ pub fn prepare(
     let path_and_query = rewritten_path(req.uri(), route, matched)?;
     let mut parts = Parts::default();
     // HTTP/1.1 sends the origin form (`/path?query`); HTTP/2 needs the scheme and authority
-    // for its pseudo-headers.
+    // for its pseudo-headers. With `auto` the connection decides, and the upstream turns the
+    // absolute form back into the origin form if it speaks HTTP/1.1.
     if let Target::Http(http) = &backend.target {
-        if http.protocol() == UpstreamProtocol::H2c {
-            parts.scheme = Some(Scheme::HTTP);
+        if http.protocol() != UpstreamProtocol::Http1 {
+            parts.scheme = Some(http.scheme());
             // `:authority` stands for Host in HTTP/2: it follows the route's Host policy.
             let authority = match &route.host {
                 HostPolicy::Backend => None,
@@ -53,8 +54,8 @@ pub fn prepare(
     parts.path_and_query = Some(path_and_query);
     *req.uri_mut() = Uri::from_parts(parts).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
     *req.version_mut() = match route.cluster.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Version::HTTP_11,
+        UpstreamProtocol::H2c | UpstreamProtocol::Http2 => Version::HTTP_2,
     };
 
     let client_host = downstream.host.cloned();

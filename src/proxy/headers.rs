@@ -6,6 +6,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// The request-id header, read from clients and set when absent.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The subject of the client's verified TLS certificate. Set by sluice only; a client's own
+/// is always removed, so routes and backends can trust it.
+pub static CLIENT_SUBJECT: HeaderName = HeaderName::from_static("x-sluice-client-subject");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -76,6 +79,15 @@ pub fn set_forwarded(
             None => headers.remove(&X_FORWARDED_HOST),
         };
     }
+}
+
+/// Replaces any `x-sluice-client-subject` the client sent with the subject its TLS
+/// certificate proved, or with nothing.
+pub fn set_client_subject(headers: &mut HeaderMap, subject: Option<&HeaderValue>) {
+    match subject {
+        Some(subject) => headers.insert(CLIENT_SUBJECT.clone(), subject.clone()),
+        None => headers.remove(&CLIENT_SUBJECT),
+    };
 }
 
 /// Longest client-chosen request id kept; longer or odd ones are replaced.
@@ -166,6 +178,17 @@ mod tests {
         ]);
         set_forwarded(&mut h, [10, 0, 0, 1].into(), true, "http", None);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+    }
+
+    #[test]
+    fn client_subject_comes_from_tls_only() {
+        let mut h = map(&[("x-sluice-client-subject", "CN=forged")]);
+        set_client_subject(&mut h, None);
+        assert!(!h.contains_key("x-sluice-client-subject"));
+        let mut h = map(&[("x-sluice-client-subject", "CN=forged")]);
+        set_client_subject(&mut h, Some(&HeaderValue::from_static("CN=real")));
+        assert_eq!(h.get_all("x-sluice-client-subject").iter().count(), 1);
+        assert_eq!(h["x-sluice-client-subject"], "CN=real");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Entry {
     pub started: Instant,
     pub request_id: Option<HeaderValue>,
     pub peer: SocketAddr,
+    /// The subject of the client's verified TLS certificate, if any.
+    pub client_subject: Option<HeaderValue>,
     pub method: Method,
     pub uri: Uri,
     pub route: Option<usize>,
@@ -98,6 +100,7 @@ impl Drop for Record {
             target: "sluice::access",
             request_id = entry.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
             client = %entry.peer,
+            client_subject = entry.client_subject.as_ref().and_then(|v| v.to_str().ok()),
             method = %entry.method,
             path = entry.uri.path(),
             route = route_name,

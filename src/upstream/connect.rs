@@ -1,5 +1,5 @@
-//! Opening connections to a backend: resolve, connect within the timeout, handshake, and
-//! spawn the task that drives the connection.
+//! Opening connections to a backend: resolve, connect within the timeout, the TLS handshake
+//! for `https://` backends, the HTTP handshake, and the task that drives the connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -7,22 +7,93 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use hyper::client::conn::{http1, http2};
+use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::tls::{self, TlsTarget};
 use crate::body::Body;
 use crate::error::ProxyError;
 
-/// An HTTP/1.1 connection; its driver task ends when the connection closes.
-pub async fn http1(
+/// A new connection, of the protocol that was agreed.
+pub enum Conn {
+    H1(http1::SendRequest<Body>),
+    H2(http2::SendRequest<Body>),
+}
+
+/// What to speak on a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    Http1,
+    Http2,
+    /// HTTP/2 if TLS's ALPN agreed to it, else HTTP/1.1.
+    Alpn,
+}
+
+/// Opens a connection to `authority` (through TLS when `tls` is set). `timeout` bounds the
+/// TCP connect and the TLS handshake together.
+pub async fn open(
     authority: &Authority,
+    default_port: u16,
     timeout: Option<Duration>,
-) -> Result<http1::SendRequest<Body>, ProxyError> {
-    let stream = tcp(authority, timeout).await?;
+    tls: Option<&TlsTarget>,
+    want: Want,
+) -> Result<Conn, ProxyError> {
+    let connecting = async {
+        let tcp = tcp(authority, default_port).await?;
+        match tls {
+            None => Ok((Io::Plain(tcp), want == Want::Http2)),
+            Some(target) => {
+                let stream = tls::connect(tcp, target).await?;
+                let h2 = match want {
+                    Want::Http1 => false,
+                    Want::Http2 => true,
+                    Want::Alpn => tls::agreed_h2(&stream),
+                };
+                Ok((Io::Tls(Box::new(stream)), h2))
+            }
+        }
+    };
+    let (io, h2) = match timeout {
+        Some(limit) => tokio::time::timeout(limit, connecting)
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout(limit))??,
+        None => connecting.await?,
+    };
+    match io {
+        Io::Plain(tcp) => handshake(TokioIo::new(tcp), h2).await,
+        Io::Tls(stream) => handshake(TokioIo::new(*stream), h2).await,
+    }
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn handshake<I>(io: I, h2: bool) -> Result<Conn, ProxyError>
+where
+    I: Read + Write + Unpin + Send + 'static,
+{
+    if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .handshake(io)
+            .await
+            .map_err(|e| ProxyError::Connect(super::chain(&e)))?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "upstream h2 connection ended with an error");
+            }
+        });
+        return Ok(Conn::H2(sender));
+    }
     let (sender, conn) = http1::Builder::new()
         // Small JSON requests: one write of head and body beats a vectored write.
         .writev(false)
-        .handshake(TokioIo::new(stream))
+        .handshake(io)
         .await
         .map_err(|e| ProxyError::Connect(super::chain(&e)))?;
     tokio::spawn(async move {
@@ -30,35 +101,13 @@ pub async fn http1(
             tracing::debug!(error = %err, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Conn::H1(sender))
 }
 
-/// An HTTP/2 connection with prior knowledge; shared by many requests.
-pub async fn h2c(
-    authority: &Authority,
-    timeout: Option<Duration>,
-) -> Result<http2::SendRequest<Body>, ProxyError> {
-    let stream = tcp(authority, timeout).await?;
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ProxyError::Connect(super::chain(&e)))?;
-    tokio::spawn(async move {
-        if let Err(err) = conn.await {
-            tracing::debug!(error = %err, "upstream h2 connection ended with an error");
-        }
-    });
-    Ok(sender)
-}
-
-/// Resolves `authority` and connects to the first address that answers, all within
-/// `timeout`.
-async fn tcp(authority: &Authority, timeout: Option<Duration>) -> Result<TcpStream, ProxyError> {
+/// Resolves `authority` and connects to the first address that answers.
+async fn tcp(authority: &Authority, default_port: u16) -> Result<TcpStream, ProxyError> {
     let attempt = async {
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority.port_u16().unwrap_or(default_port);
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((authority.host(), port))
             .await?
             .collect();
@@ -79,11 +128,7 @@ async fn tcp(authority: &Authority, timeout: Option<Duration>) -> Result<TcpStre
         }
         Err(last)
     };
-    let result = match timeout {
-        Some(limit) => tokio::time::timeout(limit, attempt)
-            .await
-            .map_err(|_| ProxyError::ConnectTimeout(limit))?,
-        None => attempt.await,
-    };
-    result.map_err(|e| ProxyError::Connect(format!("{authority}: {e}")))
+    attempt
+        .await
+        .map_err(|e: io::Error| ProxyError::Connect(format!("{authority}: {e}")))
 }

@@ -1,6 +1,9 @@
 //! Test support: a real gateway on 127.0.0.1:0, builder-made upstreams, a small client.
 #![allow(dead_code)]
 
+pub mod check;
+pub mod pki;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,6 +23,8 @@ use tokio::net::TcpListener;
 /// A gateway started in process from a TOML text, listening on 127.0.0.1:0.
 pub struct Gateway {
     pub http: SocketAddr,
+    /// The HTTPS listener, when the config has a certificate.
+    pub https: Option<SocketAddr>,
     pub monitor: SocketAddr,
     running: Option<sluice::app::Running>,
     _dir: tempfile::TempDir,
@@ -28,16 +33,23 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway from `toml`; `listen` addresses in it are replaced by 127.0.0.1:0.
     pub async fn start(toml: &str) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
+        Gateway::start_in(tempfile::tempdir().unwrap(), toml).await
+    }
+
+    /// Starts a gateway from `toml` written into `dir` (which may hold the certificates it
+    /// names); `listen` addresses are replaced by 127.0.0.1:0.
+    pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> Gateway {
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, toml).unwrap();
         let mut config = sluice::config::load(&path)
             .unwrap_or_else(|errors| panic!("config rejected: {errors:#?}"));
         config.static_config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.static_config.https_addr = "127.0.0.1:0".parse().unwrap();
         config.static_config.monitor_addr = "127.0.0.1:0".parse().unwrap();
         let running = sluice::app::start(config).await.unwrap();
         Gateway {
             http: running.http_addr,
+            https: running.https_addr,
             monitor: running.monitor_addr,
             running: Some(running),
             _dir: dir,
@@ -91,8 +103,17 @@ pub struct Upstream {
 impl Upstream {
     /// Answers every request with 200 and a JSON echo of it, plus `x-upstream: {name}`.
     pub async fn echo(name: &str) -> Upstream {
+        Upstream::echo_with(name, None).await
+    }
+
+    /// [`Upstream::echo`] over TLS with `config` (HTTP/1.1 or HTTP/2, as ALPN agrees).
+    pub async fn echo_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Upstream {
+        Upstream::echo_with(name, Some(config)).await
+    }
+
+    async fn echo_with(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
         let name = name.to_owned();
-        Upstream::start(move |seen: Seen| {
+        Upstream::start_with(tls, move |seen: Seen| {
             let name = name.clone();
             async move {
                 let headers: BTreeMap<String, String> = seen
@@ -123,6 +144,17 @@ impl Upstream {
         F: Fn(Seen) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
     {
+        Upstream::start_with(None, handler).await
+    }
+
+    /// [`Upstream::start`], over TLS when `tls` is set. A failed handshake drops the
+    /// connection.
+    pub async fn start_with<F, Fut>(tls: Option<Arc<rustls::ServerConfig>>, handler: F) -> Upstream
+    where
+        F: Fn(Seen) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -135,6 +167,7 @@ impl Upstream {
                 };
                 let handler = Arc::clone(&handler);
                 let log = Arc::clone(&log);
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let handler = Arc::clone(&handler);
@@ -153,9 +186,22 @@ impl Upstream {
                             Ok::<_, Infallible>(handler(seen).await)
                         }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -165,6 +211,11 @@ impl Upstream {
     /// `http://127.0.0.1:port`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:port`.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Every request seen so far.
