@@ -199,7 +199,9 @@ impl Proxy {
             };
             forward::prepare(&mut req, route, matched, backend, &downstream)?;
             let id = record.request_id.clone();
-            return upgrade::forward(req, backend, client, limits, &self.metrics, id).await;
+            // Boxed: rare, and it would otherwise grow every request's future.
+            let tunnel = upgrade::forward(req, route, backend, client, limits, &self.metrics, id);
+            return Box::pin(tunnel).await;
         }
 
         // Limit the body.
@@ -221,7 +223,7 @@ impl Proxy {
         let body = if is_llm(route, &parts.method, parts.uri.path()) {
             let bytes = read_body(body).await?;
             record.bytes_in = bytes.len() as u64;
-            let (bytes, llm) = self.inspect(route, bytes);
+            let (bytes, llm) = self.inspect(route, parts.uri.path(), bytes);
             if bytes.len() as u64 != record.bytes_in {
                 parts
                     .headers
@@ -266,7 +268,7 @@ impl Proxy {
 
     /// Reads what an LLM request asks for and, when the route says so, asks a streamed
     /// answer to end with its usage.
-    fn inspect(&self, route: &Route, bytes: Bytes) -> (Bytes, LlmEntry) {
+    fn inspect(&self, route: &Route, path: &str, bytes: Bytes) -> (Bytes, LlmEntry) {
         let Some(request) = LlmRequest::parse(&bytes) else {
             return (bytes, LlmEntry::default());
         };
@@ -274,8 +276,11 @@ impl Proxy {
             model: request.model.clone(),
             ..LlmEntry::default()
         };
-        if route.include_usage && request.needs_usage() {
-            if let Some(changed) = add_include_usage(&bytes) {
+        // Only the (chat) completions APIs have `stream_options`; the Responses API reports
+        // usage on its own.
+        let has_option = path.ends_with("/completions");
+        if route.include_usage && has_option && request.needs_usage() {
+            if let Some(changed) = add_include_usage(&bytes, request.has_stream_options) {
                 entry.usage_injected = true;
                 self.metrics
                     .llm

@@ -59,8 +59,8 @@ impl Target {
     /// Sends `req` and waits for the response head.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         match self {
-            Target::Mock(mock) => mock
-                .serve(req)
+            // Boxed so that the mock's state does not grow the future of every request.
+            Target::Mock(mock) => Box::pin(mock.serve(req))
                 .await
                 .map_err(|e| classify(&*e).unwrap_or_else(|| ProxyError::Upstream(chain(&*e)))),
             Target::Http(backend) => backend.send(req).await,
@@ -171,7 +171,7 @@ impl HttpBackend {
                 },
             }
         }
-        match self.connect(want).await? {
+        match Box::pin(self.connect(want)).await? {
             Conn::H1(mut sender) => match sender.send_request(req).await {
                 Ok(response) => Ok(PooledBody::wrap(response, sender, self)),
                 Err(err) => Err(upstream_error(&err)),
@@ -191,7 +191,7 @@ impl HttpBackend {
     async fn send_h2(&self, req: Request<Body>) -> Result<Response<Body>, ProxyError> {
         let sender = match self.pool.shared_h2() {
             Some(sender) => sender,
-            None => match self.connect(Want::Http2).await? {
+            None => match Box::pin(self.connect(Want::Http2)).await? {
                 Conn::H2(sender) => {
                     self.pool.set_shared_h2(sender.clone());
                     sender
@@ -218,6 +218,9 @@ impl HttpBackend {
         }
     }
 
+    /// Opens a connection. Callers box this future: it holds a resolver and a TLS
+    /// handshake, and inlined it would make every request's future as large, to be moved
+    /// on each request although connections are opened rarely.
     async fn connect(&self, want: Want) -> Result<Conn, ProxyError> {
         let default_port = if self.tls.is_some() { 443 } else { 80 };
         let opened = connect::open(

@@ -313,6 +313,14 @@ fn broken_configs() -> Vec<(&'static str, String, Vec<Want>)> {
             )],
         ),
         (
+            "WebSocket limits on a route without WebSocket",
+            route_with("websocket_idle_timeout = \"10s\""),
+            vec![is(
+                "routes[0].websocket_idle_timeout",
+                "needs websocket = true on the route",
+            )],
+        ),
+        (
             "both path and path_prefix",
             route_with("match = { path = \"/v1/models\", path_prefix = \"/v1/\" }"),
             vec![is(

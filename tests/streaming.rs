@@ -134,13 +134,27 @@ async fn include_usage_is_added_and_its_chunk_kept_from_the_client() {
     let injected = r#"sluice_llm_usage_injected_total{route="llm"}"#;
     assert_eq!(gw.metric(injected).await, 1.0);
 
+    // A client with stream_options but no include_usage: the option is added to its
+    // object (a second key would make the backend refuse the request).
+    let mut partial = chat(true);
+    partial["stream_options"] = json!({});
+    let mut client = Reader::post(gw.http, "/v1/chat/completions", &partial).await;
+    assert_eq!(client.status, 200);
+    let (text, err) = timeout(HANG_GUARD, client.rest()).await.expect("hang");
+    assert!(
+        err.is_none() && text.ends_with("data: [DONE]\n\n"),
+        "{text}"
+    );
+    assert!(!text.contains("\"choices\":[]"), "{text}");
+    assert_eq!(gw.metric(injected).await, 2.0);
+
     // A client that asked for usage gets its chunk, and nothing is injected.
     let mut asked = chat(true);
     asked["stream_options"] = json!({"include_usage": true});
     let mut client = Reader::post(gw.http, "/v1/chat/completions", &asked).await;
     let (text, _) = timeout(HANG_GUARD, client.rest()).await.expect("hang");
     assert!(text.contains("\"choices\":[],\"usage\":{"), "{text}");
-    assert_eq!(gw.metric(injected).await, 1.0);
+    assert_eq!(gw.metric(injected).await, 2.0);
     gw.stop().await;
 }
 
@@ -205,7 +219,10 @@ async fn idle_timeout_cuts_a_stalled_stream_and_sse_error_event_says_why() {
         text.ends_with("\n\n") && text.contains("event: error\ndata: {\"error\""),
         "{text}"
     );
-    assert!(text.contains("\"code\":\"idle_timeout\""), "{text}");
+    assert!(
+        text.contains("\"code\":\"upstream_idle_timeout\""),
+        "{text}"
+    );
     let ended = r#"sluice_llm_streams_ended_total{reason="idle_timeout",route="llm"}"#;
     wait_for_metric(&gw, ended, 1.0).await;
     gw.stop().await;

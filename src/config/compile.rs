@@ -458,6 +458,19 @@ fn route(
         (None, true) => HostPolicy::Preserve,
         (None, false) => HostPolicy::Backend,
     };
+    if !r.websocket {
+        for (set, name) in [
+            (r.websocket_idle_timeout.is_some(), "websocket_idle_timeout"),
+            (r.websocket_max_duration.is_some(), "websocket_max_duration"),
+        ] {
+            if set {
+                errors.push(
+                    format!("{key}.{name}"),
+                    "needs websocket = true on the route",
+                );
+            }
+        }
+    }
     let request_headers = header_edits(
         &format!("{key}.request_headers"),
         &r.request_headers,

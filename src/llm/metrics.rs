@@ -144,9 +144,11 @@ impl LlmMetrics {
             self.tokens
                 .with_label_values(&["input", &model, done.route])
                 .observe(usage.input as f64);
-            self.tokens
-                .with_label_values(&["output", &model, done.route])
-                .observe(usage.output as f64);
+            if let Some(output) = usage.output {
+                self.tokens
+                    .with_label_values(&["output", &model, done.route])
+                    .observe(output as f64);
+            }
         }
         if let Some(first) = tap.first_token {
             let ttft = first.saturating_duration_since(done.started);

@@ -11,6 +11,8 @@ pub struct LlmRequest {
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: Option<bool>,
+    /// Whether the body has a `stream_options` key at all (maybe without `include_usage`).
+    pub has_stream_options: bool,
 }
 
 #[derive(Deserialize)]
@@ -19,12 +21,7 @@ struct Fields {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
-    stream_options: Option<StreamOptions>,
-}
-
-#[derive(Deserialize)]
-struct StreamOptions {
-    include_usage: Option<bool>,
+    stream_options: Option<serde_json::Value>,
 }
 
 impl LlmRequest {
@@ -37,7 +34,15 @@ impl LlmRequest {
                 _ => None,
             },
             stream: fields.stream.unwrap_or(false),
-            include_usage: fields.stream_options.and_then(|o| o.include_usage),
+            include_usage: fields
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.get("include_usage"))
+                .and_then(serde_json::Value::as_bool),
+            // `"stream_options": null` deserializes as absent; the key is there all the same.
+            // A mention inside a message only costs the slower, still correct, rewrite.
+            has_stream_options: fields.stream_options.is_some()
+                || memchr::memmem::find(body, b"\"stream_options\"").is_some(),
         })
     }
 
@@ -47,9 +52,25 @@ impl LlmRequest {
     }
 }
 
-/// Adds `"stream_options":{"include_usage":true}` to a JSON object that has no
-/// `stream_options`, keeping every other byte as it was. `None` if `body` is not an object.
-pub fn add_include_usage(body: &[u8]) -> Option<Bytes> {
+/// Sets `stream_options.include_usage = true`. Without `stream_options` the field is
+/// appended and every other byte kept as it was; when `stream_options` is there without
+/// `include_usage` (`{}`, `null`), the body is parsed and written again. `None` if `body` is
+/// not a JSON object.
+pub fn add_include_usage(body: &[u8], has_stream_options: bool) -> Option<Bytes> {
+    if has_stream_options {
+        let mut doc: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let object = doc.as_object_mut()?;
+        let options = object
+            .entry("stream_options")
+            .or_insert_with(|| serde_json::json!({}));
+        if !options.is_object() {
+            *options = serde_json::json!({});
+        }
+        options
+            .as_object_mut()?
+            .insert("include_usage".to_owned(), serde_json::Value::Bool(true));
+        return serde_json::to_vec(&doc).ok().map(Bytes::from);
+    }
     const FIELD: &[u8] = br#""stream_options":{"include_usage":true}"#;
     let close = body.iter().rposition(|b| !b.is_ascii_whitespace())?;
     if body[close] != b'}' {
@@ -94,7 +115,7 @@ mod tests {
     #[test]
     fn include_usage_is_added_without_touching_the_rest() {
         let body = br#"{"model":"m", "stream":true}  "#;
-        let out = add_include_usage(body).unwrap();
+        let out = add_include_usage(body, false).unwrap();
         assert_eq!(
             &out[..],
             br#"{"model":"m", "stream":true,"stream_options":{"include_usage":true}}  "#
@@ -102,9 +123,35 @@ mod tests {
         let parsed = LlmRequest::parse(&out).unwrap();
         assert_eq!(parsed.include_usage, Some(true));
         assert_eq!(
-            &add_include_usage(b"{ }").unwrap()[..],
+            &add_include_usage(b"{ }", false).unwrap()[..],
             br#"{ "stream_options":{"include_usage":true}}"#
         );
-        assert!(add_include_usage(b"[1]").is_none());
+        assert!(add_include_usage(b"[1]", false).is_none());
+    }
+
+    #[test]
+    fn an_existing_stream_options_gains_include_usage_without_a_duplicate_key() {
+        for options in ["{}", "null", r#"{"continuous_usage_stats":true}"#] {
+            let body = format!(r#"{{"model":"m","stream":true,"stream_options":{options}}}"#);
+            let request = LlmRequest::parse(body.as_bytes()).unwrap();
+            assert!(request.needs_usage() && request.has_stream_options);
+            let out = add_include_usage(body.as_bytes(), true).unwrap();
+            let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(doc["stream_options"]["include_usage"], true, "{options}");
+            assert_eq!(
+                std::str::from_utf8(&out)
+                    .unwrap()
+                    .matches("stream_options")
+                    .count(),
+                1
+            );
+        }
+        let kept = add_include_usage(
+            br#"{"stream":true,"stream_options":{"continuous_usage_stats":true}}"#,
+            true,
+        )
+        .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&kept).unwrap();
+        assert_eq!(doc["stream_options"]["continuous_usage_stats"], true);
     }
 }

@@ -95,6 +95,7 @@ impl LlmTap {
             Shape::Json { frames, len } => {
                 *len += chunk.len();
                 if *len > MAX_JSON_BODY {
+                    self.unparsed += 1;
                     self.shape = Shape::Opaque;
                 } else {
                     frames.push(chunk.clone());
@@ -137,7 +138,7 @@ impl LlmTap {
     /// Time per output token after the first, when it can be told.
     pub fn time_per_output_token(&self) -> Option<std::time::Duration> {
         let (first, last) = (self.first_token?, self.last_token?);
-        let tokens = self.usage?.output.checked_sub(1).filter(|&n| n > 0)?;
+        let tokens = self.usage?.output?.checked_sub(1).filter(|&n| n > 0)?;
         Some((last - first) / u32::try_from(tokens).unwrap_or(u32::MAX))
     }
 }
@@ -168,7 +169,7 @@ mod tests {
             tap.usage,
             Some(Usage {
                 input: 4,
-                output: 1
+                output: Some(1)
             })
         );
         assert!(tap.first_token.is_some());
@@ -197,7 +198,7 @@ mod tests {
             tap.usage,
             Some(Usage {
                 input: 2,
-                output: 9
+                output: Some(9)
             })
         );
         assert!(!tap.streamed);

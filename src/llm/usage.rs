@@ -10,7 +10,8 @@ use serde::Deserialize;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
     pub input: u64,
-    pub output: u64,
+    /// `None` for answers without output tokens (embeddings).
+    pub output: Option<u64>,
 }
 
 /// The parts of a response body or chunk that sluice reads; everything else is skipped.
@@ -23,6 +24,9 @@ pub struct Doc {
     /// The Responses API nests its usage in `response` on its final event.
     #[serde(default)]
     response: Option<Box<Doc>>,
+    /// The Responses API's event type, such as `response.output_text.delta`.
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,7 +68,7 @@ impl Doc {
         let u = self.usage.as_ref()?;
         Some(Usage {
             input: u.prompt_tokens.or(u.input_tokens)?,
-            output: u.completion_tokens.or(u.output_tokens).unwrap_or(0),
+            output: u.completion_tokens.or(u.output_tokens),
         })
     }
 
@@ -78,8 +82,12 @@ impl Doc {
         self.choices.iter().find_map(|c| c.finish_reason.as_deref())
     }
 
-    /// Whether a streamed chunk carries output: text, reasoning or a tool call.
+    /// Whether a streamed chunk carries output: text, reasoning or a tool call (or, in the
+    /// Responses API, a `*.delta` event).
     pub fn has_output(&self) -> bool {
+        if self.kind.as_deref().is_some_and(|k| k.ends_with(".delta")) {
+            return true;
+        }
         self.choices.iter().any(|c| {
             let delta = c.delta.as_ref();
             let text = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
@@ -106,7 +114,7 @@ mod tests {
             doc.usage(),
             Some(Usage {
                 input: 12,
-                output: 3
+                output: Some(3)
             })
         );
         assert_eq!(doc.finish_reason(), Some("stop"));
@@ -140,9 +148,11 @@ mod tests {
             doc.usage(),
             Some(Usage {
                 input: 5,
-                output: 7
+                output: Some(7)
             })
         );
+        let delta = Doc::parse(br#"{"type":"response.output_text.delta","delta":"Hi"}"#).unwrap();
+        assert!(delta.has_output());
     }
 
     #[test]

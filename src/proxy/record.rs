@@ -116,7 +116,7 @@ impl Drop for Record {
             model = llm.and_then(|l| l.model.as_deref()),
             stream = tap.map(|t| t.streamed),
             prompt_tokens = usage.map(|u| u.input),
-            completion_tokens = usage.map(|u| u.output),
+            completion_tokens = usage.and_then(|u| u.output),
             ttft_ms = tap
                 .and_then(|t| t.first_token)
                 .map(|first| millis(first.saturating_duration_since(entry.started))),

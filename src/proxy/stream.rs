@@ -60,6 +60,8 @@ pin_project! {
         seen_data: bool,
         strip: Option<UsageStrip>,
         error_event: bool,
+        // The bytes forwarded so far end between two events (kept only with `error_event`).
+        at_boundary: bool,
         // The error to end with, once what came before it has been flushed.
         pending_error: Option<BoxError>,
         flushed: bool,
@@ -97,6 +99,7 @@ impl Observed {
             seen_data: false,
             strip: options.strip_usage.then(UsageStrip::default),
             error_event: options.error_event,
+            at_boundary: true,
             pending_error: None,
             flushed: false,
             done: false,
@@ -131,7 +134,10 @@ impl HttpBody for Observed {
             let frame = match this.inner.poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => frame,
                 Poll::Ready(Some(Err(err))) => {
-                    if let Some(event) = self.as_mut().fail("upstream_error", err) {
+                    let failed = self
+                        .as_mut()
+                        .fail("upstream_error", "upstream_stream_error", err);
+                    if let Some(event) = failed {
                         return Poll::Ready(Some(Ok(event)));
                     }
                     continue;
@@ -192,6 +198,9 @@ impl Observed {
         let this = self.project();
         if let Some(data) = frame.data_ref() {
             this.record.entry.bytes_out += data.len() as u64;
+            if *this.error_event {
+                *this.at_boundary = data.ends_with(b"\n\n") || data.ends_with(b"\r\r");
+            }
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -246,7 +255,8 @@ impl Observed {
                 ProxyError::TotalTimeout(timeouts.total.unwrap_or_default()),
             ),
         };
-        match self.as_mut().fail(outcome, Box::new(err)) {
+        let code = err.class().code;
+        match self.as_mut().fail(outcome, code, Box::new(err)) {
             Some(event) => Poll::Ready(Some(Ok(event))),
             None => self.poll_frame(cx),
         }
@@ -254,7 +264,12 @@ impl Observed {
 
     /// Ends the body with `err` once the frames before it are flushed; returns the SSE
     /// error event to send first when the route asks for one.
-    fn fail(self: Pin<&mut Self>, outcome: &'static str, err: BoxError) -> Option<Frame<Bytes>> {
+    fn fail(
+        self: Pin<&mut Self>,
+        outcome: &'static str,
+        code: &'static str,
+        err: BoxError,
+    ) -> Option<Frame<Bytes>> {
         let this = self.project();
         this.record.entry.outcome = outcome;
         let streamed = this
@@ -264,7 +279,8 @@ impl Observed {
             .as_deref()
             .and_then(|l| l.tap.as_ref())
             .is_some_and(|t| t.streamed);
-        let event = (*this.error_event && streamed).then(|| error_event(outcome, &err.to_string()));
+        let event = (*this.error_event && streamed)
+            .then(|| error_event(code, &err.to_string(), *this.at_boundary));
         *this.pending_error = Some(err);
         let event = event?;
         this.record.entry.bytes_out += event.len() as u64;
@@ -272,10 +288,13 @@ impl Observed {
     }
 }
 
-/// `event: error` with an OpenAI-style error object as its data.
-fn error_event(code: &str, message: &str) -> Bytes {
+/// `event: error` with an OpenAI-style error object as its data. When the upstream stopped
+/// in the middle of an event, a blank line ends that event first, so the error event is
+/// read on its own.
+fn error_event(code: &str, message: &str, at_boundary: bool) -> Bytes {
     let error = serde_json::json!({
         "error": { "message": message, "type": "upstream_error", "code": code }
     });
-    Bytes::from(format!("event: error\ndata: {error}\n\n"))
+    let separator = if at_boundary { "" } else { "\n\n" };
+    Bytes::from(format!("{separator}event: error\ndata: {error}\n\n"))
 }

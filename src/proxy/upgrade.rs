@@ -16,9 +16,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::body::{self, Body};
-use crate::config::snapshot::{Backend, WebSocketLimits};
+use crate::config::snapshot::{Backend, Route, WebSocketLimits};
 use crate::error::ProxyError;
 use crate::metrics::Metrics;
+use crate::proxy::headers;
 use crate::upstream::Target;
 
 /// Copy buffer per direction.
@@ -69,6 +70,7 @@ pub fn client_side(parts: &mut Parts) -> Result<OnUpgrade, ProxyError> {
 /// `101` for the client; any other answer is returned as it is.
 pub async fn forward(
     mut req: Request<Body>,
+    route: &Route,
     backend: &Backend,
     client: OnUpgrade,
     limits: WebSocketLimits,
@@ -81,8 +83,18 @@ pub async fn forward(
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     let (response, upstream) = match &backend.target {
         Target::Http(http) => {
-            let mut response = http.open_tunnel(req).await?;
+            // The backend's answer to the handshake is bounded like any response head.
+            let opened = http.open_tunnel(req);
+            let mut response = match route.timeouts.response_header {
+                Some(limit) => tokio::time::timeout(limit, opened)
+                    .await
+                    .map_err(|_| ProxyError::ResponseHeaderTimeout(limit))??,
+                None => opened.await?,
+            };
             if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                // A refusal is an ordinary answer: treated as `forward::send` treats one.
+                headers::strip_hop_by_hop(response.headers_mut());
+                route.response_headers.apply(response.headers_mut());
                 return Ok(response.map(body::boxed));
             }
             let upgrade = hyper::upgrade::on(&mut response);
