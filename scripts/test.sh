@@ -3,7 +3,8 @@
 # upstreams on 127.0.0.1), and the CLI tests of the real binary.
 #
 # It installs whatever the tests need before running them and never skips a test because
-# a dependency is missing. Today the suite needs only the Rust toolchain.
+# a dependency is missing: the Rust toolchain, and the deployment checks' tools, which
+# scripts/check-deploy.sh installs itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,5 +13,10 @@ if ! need cargo; then
   echo "cargo is required: install Rust from your distribution or rustup" >&2
   exit 1
 fi
+
+# The deployment files (docker/, k8s/, grafana/), rendered and validated without a cluster or
+# a Docker engine. It installs its own pinned tools under target/deploy-tools (PyPI, npm
+# and Debian packages) and fails, never skips, when it cannot.
+scripts/check-deploy.sh
 
 cargo test --locked -q "$@"
