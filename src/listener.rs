@@ -27,7 +27,7 @@ mod send_timeout;
 
 use crate::body::BoxError;
 use crate::config::ServerSettings;
-use crate::proxy::{ConnInfo, Proxy};
+use crate::proxy::{headers, ConnInfo, Proxy};
 use send_timeout::SendTimeout;
 
 /// What runs on an accepted TCP connection before HTTP.
@@ -174,6 +174,7 @@ async fn connection(
         Transport::Plain => {
             let conn_info = ConnInfo {
                 peer,
+                peer_ip: headers::peer_value(peer.ip()),
                 proto: "http",
                 client_subject: None,
             };
@@ -193,6 +194,7 @@ async fn connection(
             let Some(accepted) = accepted else { return };
             let conn_info = ConnInfo {
                 peer,
+                peer_ip: headers::peer_value(peer.ip()),
                 proto: "https",
                 client_subject: accepted.client_subject,
             };

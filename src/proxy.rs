@@ -41,6 +41,8 @@ use stream::{Observed, StreamOptions};
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's IP as header text, made once per connection for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
     /// The subject of the client's verified TLS certificate (mTLS), sent to routing and
@@ -89,7 +91,9 @@ impl Proxy {
                 llm: None,
             },
         };
-        let inner = self.handle_inner(req, &conn, &record.snapshot, &mut record.entry);
+        // Boxed: hyper moves the request's future into place, and unboxed it would be a
+        // few kilobytes to copy; one allocation costs less.
+        let inner = Box::pin(self.handle_inner(req, &conn, &record.snapshot, &mut record.entry));
         let mut response = match inner.await {
             Ok(response) => response,
             Err(err) => {
@@ -192,7 +196,7 @@ impl Proxy {
             let backend = &cluster.backends[index];
             let mut req = Request::from_parts(parts, body::empty());
             let downstream = Downstream {
-                peer: conn.peer.ip(),
+                peer: &conn.peer_ip,
                 trusted: self.settings.is_trusted(conn.peer.ip()),
                 proto: conn.proto,
                 host: client_host.as_ref(),
@@ -246,7 +250,7 @@ impl Proxy {
         record.backend = Some(index);
         let backend = &cluster.backends[index];
         let downstream = Downstream {
-            peer: conn.peer.ip(),
+            peer: &conn.peer_ip,
             trusted: self.settings.is_trusted(conn.peer.ip()),
             proto: conn.proto,
             host: client_host.as_ref(),

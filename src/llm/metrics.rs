@@ -1,11 +1,11 @@
 //! GenAI metrics, named as the OpenTelemetry semantic conventions name them, and the bound
 //! on their model labels.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::tap::LlmTap;
 
@@ -32,6 +32,8 @@ pub struct LlmMetrics {
     /// `sluice_llm_usage_injected_total{route}`: streamed requests given `include_usage`.
     pub usage_injected: IntCounterVec,
     models: Arc<ModelLabels>,
+    /// Route → model label → histograms; copied on the rare insert, read without a lock.
+    cache: Arc<ArcSwap<HandleCache>>,
 }
 
 /// What one finished LLM exchange reports.
@@ -120,6 +122,7 @@ impl LlmMetrics {
                 &["route"],
             )?,
             models: Arc::new(ModelLabels::default()),
+            cache: Arc::default(),
         };
         registry.register(Box::new(metrics.tokens.clone()))?;
         registry.register(Box::new(metrics.ttft.clone()))?;
@@ -134,32 +137,21 @@ impl LlmMetrics {
 
     /// Records one finished exchange.
     pub fn record(&self, done: &Finished) {
-        let model = self.models.label(done.model.unwrap_or(""));
-        let labels = [model.as_str(), done.route];
-        self.duration
-            .with_label_values(&labels)
-            .observe(done.duration);
+        let handles = self.handles(done.route, done.model.unwrap_or(""));
+        handles.duration.observe(done.duration);
         let tap = done.tap;
         if let Some(usage) = tap.usage {
-            self.tokens
-                .with_label_values(&["input", &model, done.route])
-                .observe(usage.input as f64);
+            handles.input_tokens.observe(usage.input as f64);
             if let Some(output) = usage.output {
-                self.tokens
-                    .with_label_values(&["output", &model, done.route])
-                    .observe(output as f64);
+                handles.output_tokens.observe(output as f64);
             }
         }
         if let Some(first) = tap.first_token {
             let ttft = first.saturating_duration_since(done.started);
-            self.ttft
-                .with_label_values(&labels)
-                .observe(ttft.as_secs_f64());
+            handles.ttft.observe(ttft.as_secs_f64());
         }
         if let Some(tpot) = tap.time_per_output_token() {
-            self.tpot
-                .with_label_values(&labels)
-                .observe(tpot.as_secs_f64());
+            handles.tpot.observe(tpot.as_secs_f64());
         }
         if tap.streamed {
             self.streams_ended
@@ -172,6 +164,49 @@ impl LlmMetrics {
                 .inc_by(tap.unparsed);
         }
     }
+
+    /// The histograms of one route and model, resolved once and then read without hashing
+    /// label values or taking the registry's lock. Keyed by label, so the cache is as
+    /// bounded as the labels are.
+    fn handles(&self, route: &str, model: &str) -> Arc<ModelHandles> {
+        let cached = self.cache.load();
+        if let Some(handles) = cached.get(route).and_then(|models| models.get(model)) {
+            return Arc::clone(handles);
+        }
+        let label = self.models.label(model);
+        if let Some(handles) = cached.get(route).and_then(|models| models.get(&label)) {
+            return Arc::clone(handles);
+        }
+        let labels = [label.as_str(), route];
+        let handles = Arc::new(ModelHandles {
+            duration: self.duration.with_label_values(&labels),
+            ttft: self.ttft.with_label_values(&labels),
+            tpot: self.tpot.with_label_values(&labels),
+            input_tokens: self.tokens.with_label_values(&["input", &label, route]),
+            output_tokens: self.tokens.with_label_values(&["output", &label, route]),
+        });
+        self.cache.rcu(|cache| {
+            let mut next = HashMap::clone(cache);
+            next.entry(route.to_owned())
+                .or_default()
+                .insert(label.clone(), Arc::clone(&handles));
+            next
+        });
+        handles
+    }
+}
+
+/// Route → model label → histograms.
+type HandleCache = HashMap<String, HashMap<String, Arc<ModelHandles>>>;
+
+/// The GenAI histograms of one route and model label.
+#[derive(Debug)]
+struct ModelHandles {
+    duration: Histogram,
+    ttft: Histogram,
+    tpot: Histogram,
+    input_tokens: Histogram,
+    output_tokens: Histogram,
 }
 
 /// The model names used as label values: the first [`MAX_MODEL_LABELS`] seen, then

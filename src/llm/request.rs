@@ -1,8 +1,10 @@
 //! What an OpenAI-style request asks for, read from its JSON body, and the one edit sluice
 //! may make to it: asking a streamed answer to end with its token usage.
 
+use std::fmt;
+
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 
 /// The fields of a request body that sluice reads.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -15,40 +17,170 @@ pub struct LlmRequest {
     pub has_stream_options: bool,
 }
 
-#[derive(Deserialize)]
-struct Fields {
-    model: Option<serde_json::Value>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<serde_json::Value>,
-}
-
 impl LlmRequest {
-    /// Reads a request body; `None` when it is not a JSON object.
+    /// Reads a request body; `None` when it is not a JSON object. Only the three top-level
+    /// members sluice needs are kept; the rest is skipped without being built, so a large
+    /// prompt costs one scan and no allocation.
     pub fn parse(body: &[u8]) -> Option<LlmRequest> {
-        let fields: Fields = serde_json::from_slice(body).ok()?;
-        Some(LlmRequest {
-            model: match fields.model {
-                Some(serde_json::Value::String(model)) => Some(model),
-                _ => None,
-            },
-            stream: fields.stream.unwrap_or(false),
-            include_usage: fields
-                .stream_options
-                .as_ref()
-                .and_then(|o| o.get("include_usage"))
-                .and_then(serde_json::Value::as_bool),
-            // `"stream_options": null` deserializes as absent; the key is there all the same.
-            // A mention inside a message only costs the slower, still correct, rewrite.
-            has_stream_options: fields.stream_options.is_some()
-                || memchr::memmem::find(body, b"\"stream_options\"").is_some(),
-        })
+        use serde::Deserializer as _;
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let request = (&mut de).deserialize_map(TopLevel).ok()?;
+        de.end().ok()?;
+        Some(request)
     }
 
     /// Whether sluice should ask for usage: a streamed request that did not say.
     pub fn needs_usage(&self) -> bool {
         self.stream && self.include_usage.is_none()
+    }
+}
+
+/// Visits the top-level object, keeping `model`, `stream` and `stream_options`.
+struct TopLevel;
+
+impl<'de> Visitor<'de> for TopLevel {
+    type Value = LlmRequest;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LlmRequest, A::Error> {
+        let mut request = LlmRequest::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Model => request.model = map.next_value::<MaybeString>()?.0,
+                Key::Stream => request.stream = map.next_value::<Option<bool>>()?.unwrap_or(false),
+                Key::StreamOptions => {
+                    request.has_stream_options = true;
+                    request.include_usage = map.next_value::<Options>()?.0;
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(request)
+    }
+}
+
+/// A top-level member name, matched without allocating.
+enum Key {
+    Model,
+    Stream,
+    StreamOptions,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
+                Ok(match name {
+                    "model" => Key::Model,
+                    "stream" => Key::Stream,
+                    "stream_options" => Key::StreamOptions,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(V)
+    }
+}
+
+/// `model` when it is a string; anything else reads as no model.
+struct MaybeString(Option<String>);
+
+impl<'de> de::Deserialize<'de> for MaybeString {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeString;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MaybeString, E> {
+                Ok(MaybeString(Some(v.to_owned())))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<MaybeString, E> {
+                Ok(MaybeString(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<MaybeString, E> {
+                Ok(MaybeString(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<MaybeString, E> {
+                Ok(MaybeString(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<MaybeString, E> {
+                Ok(MaybeString(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<MaybeString, E> {
+                Ok(MaybeString(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeString, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeString(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeString, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(MaybeString(None))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `stream_options.include_usage` when it is a boolean.
+struct Options(Option<bool>);
+
+impl<'de> de::Deserialize<'de> for Options {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Options;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Options, E> {
+                Ok(Options(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Options, A::Error> {
+                let mut include_usage = None;
+                while let Some(key) = map.next_key::<IncludeUsage>()? {
+                    if key.0 {
+                        include_usage = map.next_value::<Option<bool>>()?;
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(Options(include_usage))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Whether a `stream_options` member is `include_usage`.
+struct IncludeUsage(bool);
+
+impl<'de> de::Deserialize<'de> for IncludeUsage {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IncludeUsage;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<IncludeUsage, E> {
+                Ok(IncludeUsage(name == "include_usage"))
+            }
+        }
+        deserializer.deserialize_identifier(V)
     }
 }
 

@@ -113,11 +113,13 @@ impl LlmTap {
             } else {
                 Bytes::from(frames.concat())
             };
-            match Doc::parse(&body) {
-                Some(doc) => self.take(&doc, false),
-                None if !body.is_empty() => self.unparsed += 1,
-                None => {}
+            let (usage, finish) = super::usage::scan(&body);
+            if usage.is_none() && finish.is_none() && body.trim_ascii_start().first() != Some(&b'{')
+            {
+                self.unparsed += u64::from(!body.is_empty());
             }
+            self.usage = usage.or(self.usage);
+            self.finish_reason = finish.or(self.finish_reason.take());
         }
     }
 

@@ -4,6 +4,9 @@
 //! Both the Chat Completions shape (`prompt_tokens`, `completion_tokens`) and the Responses
 //! shape (`input_tokens`, `output_tokens`) are read.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::{Finder, FinderRev};
 use serde::Deserialize;
 
 /// Tokens of one request.
@@ -99,9 +102,65 @@ impl Doc {
     }
 }
 
+/// Usage and finish reason of a complete, non-streamed answer, found without parsing the
+/// whole document: the last `"usage"` member (OpenAI-style servers write it after the
+/// choices, so text inside a message cannot shadow it) and the first `"finish_reason"`.
+/// Parsing the whole answer costs several times more, for two small fields.
+pub fn scan(body: &[u8]) -> (Option<Usage>, Option<String>) {
+    // Built once: a finder's setup costs more than the search in a short body.
+    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+    static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
+    let usage = USAGE.rfind(body).and_then(|at| {
+        let rest = value_after_key(&body[at + b"\"usage\"".len()..])?;
+        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<UsageDoc>();
+        let u = values.next()?.ok()?;
+        Some(Usage {
+            input: u.prompt_tokens.or(u.input_tokens)?,
+            output: u.completion_tokens.or(u.output_tokens),
+        })
+    });
+    let finish = FINISH.find(body).and_then(|at| {
+        let rest = value_after_key(&body[at + b"\"finish_reason\"".len()..])?;
+        let text = rest.strip_prefix(b"\"")?;
+        let end = memchr::memchr2(b'"', b'\\', text)?;
+        (text[end] == b'"').then(|| String::from_utf8_lossy(&text[..end]).into_owned())
+    });
+    (usage, finish)
+}
+
+/// The bytes after `: ` that follow a key, or `None` if no colon follows.
+fn value_after_key(rest: &[u8]) -> Option<&[u8]> {
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?;
+    Some(rest.trim_ascii_start())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scanning_finds_usage_and_finish_reason() {
+        let body = br#"{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"the \"usage\": {\"prompt_tokens\": 99} field"},"finish_reason" : "length"}],"usage" : {"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+        let (usage, finish) = scan(body);
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 12,
+                output: Some(3)
+            })
+        );
+        assert_eq!(finish.as_deref(), Some("length"));
+        let embeddings = br#"{"data":[],"usage":{"prompt_tokens":4,"total_tokens":4}}"#;
+        assert_eq!(
+            scan(embeddings).0,
+            Some(Usage {
+                input: 4,
+                output: None
+            })
+        );
+        assert_eq!(scan(b"not json"), (None, None));
+        assert_eq!(scan(br#"{"usage":null}"#), (None, None));
+    }
 
     #[test]
     fn chat_usage_and_finish_reason() {

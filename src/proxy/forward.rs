@@ -17,7 +17,8 @@ use crate::upstream::Target;
 
 /// What `prepare` needs to know about the downstream side.
 pub struct Downstream<'a> {
-    pub peer: std::net::IpAddr,
+    /// The client's IP as header text.
+    pub peer: &'a HeaderValue,
     pub trusted: bool,
     pub proto: &'static str,
     /// The client's host as sent (`Host` or the `:authority`), port included.

@@ -18,8 +18,20 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// Removes the hop-by-hop fields of RFC 9110 §7.6.1: `Connection` and every field it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding` and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // The fields named by Connection go first; most requests have no Connection header, so
-    // the common case allocates nothing.
+    // Most messages carry none of them: one pass over the names (cheap comparisons) saves
+    // six hashed removals.
+    let hop = |name: &HeaderName| {
+        name == header::CONNECTION
+            || name == header::TE
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+    };
+    if !headers.keys().any(hop) {
+        return;
+    }
+    // The fields named by Connection go first.
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -46,14 +58,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Sets `X-Forwarded-For`, `-Proto` and `-Host`. From a trusted proxy, incoming values are
 /// kept and the peer is appended to `X-Forwarded-For`; from anyone else they are replaced.
+/// `peer` is the client's address as header text, made once per connection.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     trusted: bool,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let peer_text = peer.to_string();
     let prior = headers.get_all(&X_FORWARDED_FOR);
     let xff = if trusted && prior.iter().next().is_some() {
         // Every prior line, in order, then the peer.
@@ -62,10 +74,10 @@ pub fn set_forwarded(
             joined.extend_from_slice(line.as_bytes());
             joined.extend_from_slice(b", ");
         }
-        joined.extend_from_slice(peer_text.as_bytes());
+        joined.extend_from_slice(peer.as_bytes());
         HeaderValue::from_bytes(&joined).ok()
     } else {
-        HeaderValue::from_str(&peer_text).ok()
+        Some(peer.clone())
     };
     if let Some(xff) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
@@ -111,8 +123,19 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
 
 /// A random 128-bit id as 32 hex digits.
 fn new_request_id() -> HeaderValue {
-    let text = format!("{:032x}", fastrand::u128(..));
-    HeaderValue::from_str(&text).expect("hex digits are a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = fastrand::u128(..);
+    let mut text = [0u8; 32];
+    for digit in text.iter_mut().rev() {
+        *digit = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
+}
+
+/// A client address as header text, for `X-Forwarded-For`.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_string()).expect("an IP address is a valid header value")
 }
 
 #[cfg(test)]
@@ -151,7 +174,13 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let host = HeaderValue::from_static("api.example.com");
-        set_forwarded(&mut h, [10, 0, 0, 1].into(), false, "http", Some(&host));
+        set_forwarded(
+            &mut h,
+            &peer_value([10, 0, 0, 1].into()),
+            false,
+            "http",
+            Some(&host),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
@@ -164,7 +193,13 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "public.example.com"),
         ]);
-        set_forwarded(&mut h, [10, 0, 0, 1].into(), true, "http", None);
+        set_forwarded(
+            &mut h,
+            &peer_value([10, 0, 0, 1].into()),
+            true,
+            "http",
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "public.example.com");
@@ -176,7 +211,13 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
         ]);
-        set_forwarded(&mut h, [10, 0, 0, 1].into(), true, "http", None);
+        set_forwarded(
+            &mut h,
+            &peer_value([10, 0, 0, 1].into()),
+            true,
+            "http",
+            None,
+        );
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.1");
     }
 
