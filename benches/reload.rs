@@ -11,7 +11,9 @@
 //! - `reload_unchanged`: a whole reload through `Reloader` (load, compile against the running
 //!   snapshot, swap), every backend keeping its pool;
 //! - `reload_one_file_changed`: the same after one routes file was rewritten (a route
-//!   renamed and moved), the usual shape of a conf-agent update.
+//!   renamed and moved), the usual shape of a conf-agent update;
+//! - `drop_snapshot`: freeing a snapshot of this size, which the reloader does off the
+//!   runtime's threads (see `Reloader::reap`).
 //!
 //! Run: `cargo bench --bench reload`; figures are in `docs/benchmarks.md`.
 
@@ -151,6 +153,15 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("reload_unchanged", |b| {
         b.iter(|| applied(reloader.reload_blocking(Trigger::Api, None)))
+    });
+    group.bench_function("drop_snapshot", |b| {
+        let config = config::load(&main).unwrap();
+        let fresh = Metrics::new();
+        b.iter_batched(
+            || compile::snapshot(&config.dynamic, &config.static_config.upstream, &fresh).unwrap(),
+            drop,
+            BatchSize::PerIteration,
+        )
     });
     let changing = dir.path().join("conf.d/20-routes-05.toml");
     let mut variant = 0;

@@ -109,6 +109,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop_http, http_rx) = watch::channel(false);
     let (stop_monitor, monitor_rx) = watch::channel(false);
     tokio::spawn(sweep_idle_connections(Arc::clone(&state), http_rx.clone()));
+    tokio::spawn(reload::reap_retired(Arc::clone(&reloader), http_rx.clone()));
     let reload_settings = &static_config.reload;
     if reload_settings.watch {
         let watching = reload::watch::spawn(

@@ -101,6 +101,10 @@ pub struct Reloader {
     /// Held for the whole of a reload. It guards the directory of the last successful
     /// `path=` reload while the live directory does not point at it yet (the pin).
     lock: Arc<Mutex<Option<PathBuf>>>,
+    /// Snapshots a reload replaced, kept until no request holds them any more, then freed
+    /// off the runtime's threads ([`Reloader::reap`]): freeing thousands of routes takes
+    /// milliseconds that the last request on an old snapshot should not pay for.
+    retired: std::sync::Mutex<Vec<Arc<Snapshot>>>,
 }
 
 impl Reloader {
@@ -135,7 +139,32 @@ impl Reloader {
             }),
             token: config.static_config.reload.token.clone(),
             lock: Arc::new(Mutex::new(None)),
+            retired: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Frees the replaced snapshots that nothing holds any more (the requests and streams
+    /// that started on them have ended), with the pools that were not carried over; returns
+    /// how many. Blocking work: call it off the runtime's threads.
+    pub fn reap(&self) -> usize {
+        let done: Vec<Arc<Snapshot>> = {
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            let (done, kept) = retired
+                .drain(..)
+                .partition(|snapshot| Arc::strong_count(snapshot) == 1);
+            *retired = kept;
+            done
+        };
+        done.len()
+    }
+
+    /// Whether replaced snapshots wait to be freed.
+    pub fn has_retired(&self) -> bool {
+        !self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     /// The main config file.
@@ -241,7 +270,13 @@ impl Reloader {
         let now = SystemTime::now();
         self.metrics.set_cert_expiry(&snapshot.cert_expiry, now);
         self.state.store(Arc::new(snapshot));
-        drop(previous);
+        // After `store`, every guard on the old snapshot holds a counted reference, so the
+        // count tells when the last request on it has ended.
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(previous);
+        self.reap();
         self.metrics.set_config_version(&applied.version);
         self.reload_metrics.ok();
         self.reload_metrics.succeeded(now);
@@ -349,3 +384,23 @@ enum Choice {
 fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
 }
+
+/// Once a second, frees the snapshots that reloads replaced and that no request holds any
+/// more (on a blocking thread), until `stop` turns true.
+pub async fn reap_retired(reloader: Arc<Reloader>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = crate::listener::stopped(&mut stop) => return,
+        }
+        if reloader.has_retired() {
+            let reloader = Arc::clone(&reloader);
+            let _ = tokio::task::spawn_blocking(move || reloader.reap()).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
