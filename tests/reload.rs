@@ -389,3 +389,63 @@ fn sluice_check_reads_a_directory_as_a_reload_with_path_would() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn a_removed_backend_finishes_the_streams_it_serves() {
+    use bytes::Bytes;
+    use common::{Reader, StreamUpstream};
+    let mut upstream = StreamUpstream::start().await;
+    let old = format!(
+        "[[clusters]]\nname = \"old\"\nbackends = [{{ url = \"{}\" }}]\n\
+         [[routes]]\nname = \"old\"\ncluster = \"old\"\nmatch = {{ path_prefix = \"/old/\" }}\n",
+        upstream.url()
+    );
+    let gw = start(
+        &main_file(""),
+        &[("old.toml", &old), ("routes.toml", &routes(&["a"]))],
+    )
+    .await;
+    let live = gw.dir().join("conf.d");
+    let chat = serde_json::json!({"model": "m", "stream": true, "messages": []});
+    let mut reader = Reader::post(gw.http, "/old/chat/completions", &chat).await;
+    assert_eq!(reader.status, 200);
+    let stream = upstream.next().await;
+    stream
+        .tx
+        .send(Ok(Bytes::from_static(b"data: 1\n\n")))
+        .await
+        .unwrap();
+    assert_eq!(
+        reader.next().await.unwrap().as_deref(),
+        Some(&b"data: 1\n\n"[..])
+    );
+
+    // The route and its cluster go; the stream they serve does not.
+    let next = write_version(&live, "2", &[("routes.toml", &routes(&["a"]))]);
+    assert_applied(&reload(&gw, "sluice", Some(&next)).await);
+    get(&gw.url("/old/chat/completions"))
+        .await
+        .assert_error(404, "route_not_found");
+    stream
+        .tx
+        .send(Ok(Bytes::from_static(b"data: 2\n\n")))
+        .await
+        .unwrap();
+    stream
+        .tx
+        .send(Ok(Bytes::from_static(b"data: [DONE]\n\n")))
+        .await
+        .unwrap();
+    drop(stream);
+    let (rest, err) = reader.rest().await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(rest, "data: 2\n\ndata: [DONE]\n\n");
+    // Counted under the route it started on.
+    let ok = r#"sluice_requests_total{cluster="old",route="old",status_class="2xx"}"#;
+    eventually_metric(&gw, ok, 1.0).await;
+    gw.stop().await;
+}
+
+async fn eventually_metric(gw: &Gateway, sample: &str, want: f64) {
+    common::reload::eventually(sample, || async { gw.metric(sample).await == want }).await;
+}

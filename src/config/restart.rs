@@ -22,14 +22,28 @@ pub struct StaticSections {
 }
 
 impl StaticSections {
-    /// The static sections of `main`.
+    /// The static sections of `main`. Every section of the main file is named here, so a
+    /// new one cannot be added without saying whether a reload applies it.
     pub fn of(main: &MainFile) -> StaticSections {
+        let MainFile {
+            listen,
+            server,
+            log,
+            reload,
+            dynamic_dir,
+            // The dynamic part: a reload applies these.
+            upstream: _,
+            clusters: _,
+            routes: _,
+            certificates: _,
+            tls: _,
+        } = main;
         StaticSections {
-            listen: main.listen.clone(),
-            server: main.server.clone(),
-            log: main.log.clone(),
-            reload: main.reload.clone(),
-            dynamic_dir: main.dynamic_dir.clone(),
+            listen: listen.clone(),
+            server: server.clone(),
+            log: log.clone(),
+            reload: reload.clone(),
+            dynamic_dir: dynamic_dir.clone(),
         }
     }
 
