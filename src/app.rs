@@ -14,8 +14,9 @@ use crate::config::{compile, Config, ConfigError, Snapshot};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::proxy::Proxy;
+use crate::reload::Reloader;
 use crate::upstream::Target;
-use crate::{listener, monitor};
+use crate::{listener, monitor, reload};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,8 @@ pub struct Running {
     pub https_addr: Option<SocketAddr>,
     pub monitor_addr: SocketAddr,
     pub monitor: Arc<Monitor>,
+    /// Reloads the dynamic config; `main.rs` calls it on SIGHUP.
+    pub reloader: Arc<Reloader>,
     shutdown_delay: Duration,
     stop_http: watch::Sender<bool>,
     stop_monitor: watch::Sender<bool>,
@@ -83,6 +86,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let monitor_addr = local_addr("monitor", &monitor_listener, static_config.monitor_addr)?;
 
+    let reloader = Arc::new(Reloader::new(
+        &config,
+        Arc::clone(&state),
+        Arc::clone(&metrics),
+        https.is_some(),
+    ));
     let proxy = Arc::new(Proxy {
         state: Arc::clone(&state),
         settings: static_config.server.clone(),
@@ -95,10 +104,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ready: false.into(),
         draining: false.into(),
         started: SystemTime::now(),
+        reloader: Arc::clone(&reloader),
     });
     let (stop_http, http_rx) = watch::channel(false);
     let (stop_monitor, monitor_rx) = watch::channel(false);
     tokio::spawn(sweep_idle_connections(Arc::clone(&state), http_rx.clone()));
+    tokio::spawn(reload::reap_retired(Arc::clone(&reloader), http_rx.clone()));
+    let reload_settings = &static_config.reload;
+    if reload_settings.watch {
+        let watching = reload::watch::spawn(
+            Arc::clone(&reloader),
+            reload_settings.watch_debounce,
+            http_rx.clone(),
+        );
+        if let Err(err) = watching {
+            // The endpoint and SIGHUP still reload; a missing watch must not stop traffic.
+            tracing::warn!(error = %err, "not watching the config files; reload with SIGHUP or /reload/sluice");
+        }
+    }
     let https_task = https.map(|https| {
         tokio::spawn(listener::serve_tls(
             https,
@@ -124,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         https_addr,
         monitor_addr,
         monitor,
+        reloader,
         shutdown_delay: static_config.server.shutdown_delay,
         stop_http,
         stop_monitor,

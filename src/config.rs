@@ -6,8 +6,10 @@
 //! [`ConfigError`] naming the file, the key and the reason, and all of them are reported at
 //! once.
 
+pub mod carry;
 pub mod compile;
 pub mod file;
+pub mod restart;
 pub mod snapshot;
 pub mod units;
 
@@ -23,6 +25,7 @@ pub use snapshot::Snapshot;
 
 use crate::metrics::Metrics;
 use file::{DynamicFile, Log, MainFile, UpstreamDefaults};
+use restart::StaticSections;
 
 /// One problem in the config: `file:key: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +55,20 @@ pub struct StaticConfig {
     pub https_addr: SocketAddr,
     pub monitor_addr: SocketAddr,
     pub server: ServerSettings,
+    /// The `[upstream]` defaults. Not static in fact: a reload compiles the clusters with the
+    /// new file's defaults.
     pub upstream: UpstreamDefaults,
     pub log: Log,
+    pub reload: ReloadSettings,
+}
+
+/// `[reload]` in runtime form.
+#[derive(Debug, Clone)]
+pub struct ReloadSettings {
+    /// The bearer token `/reload/...` callers must send; `None` asks for none.
+    pub token: Option<String>,
+    pub watch: bool,
+    pub watch_debounce: Duration,
 }
 
 /// `[server]` in runtime form.
@@ -94,16 +109,46 @@ pub struct Config {
     pub path: PathBuf,
     pub static_config: StaticConfig,
     pub dynamic: DynamicSources,
+    /// The directory the dynamic files were read from (`dynamic_dir` resolved against the
+    /// main file's directory, or the one a reload was pointed at); `None` without one.
+    pub dynamic_dir: Option<PathBuf>,
+    /// The static sections as written, to tell which keys a reload cannot apply.
+    pub statics: StaticSections,
+}
+
+/// Where [`load_with`] reads the dynamic files from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DynamicDir {
+    /// The main file's `dynamic_dir`, relative to the main file's directory: at start and
+    /// for `sluice check`.
+    FromMainFile,
+    /// This directory, or none, whatever the main file says. A reload reads the directory
+    /// the process started with (a new `dynamic_dir` needs a restart), or the one a
+    /// conf-agent names with `path=`.
+    Fixed(Option<PathBuf>),
 }
 
 /// Reads the main file and its dynamic directory and checks the static part. When only the
 /// static part is wrong, the dynamic part is checked too, so the errors list every problem.
 pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    load_with(path, &DynamicDir::FromMainFile)
+}
+
+/// [`load`], with the dynamic files read from `dir`.
+pub fn load_with(path: &Path, dir: &DynamicDir) -> Result<Config, Vec<ConfigError>> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     let main: MainFile = parse_file(path, &mut hasher).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
     let static_config = compile::static_config(path, &main, &mut errors);
     let static_errors = errors.len();
+    let statics = StaticSections::of(&main);
+    let dynamic_dir = match dir {
+        DynamicDir::FromMainFile => main
+            .dynamic_dir
+            .as_ref()
+            .map(|dir| path.parent().unwrap_or(Path::new(".")).join(dir)),
+        DynamicDir::Fixed(dir) => dir.clone(),
+    };
 
     let mut files = vec![(
         path.to_owned(),
@@ -114,9 +159,8 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             tls: main.tls,
         },
     )];
-    if let Some(dir) = &main.dynamic_dir {
-        let dir = path.parent().unwrap_or(Path::new(".")).join(dir);
-        match dynamic_files(&dir) {
+    if let Some(dir) = &dynamic_dir {
+        match dynamic_files(dir) {
             Ok(paths) => {
                 for file in paths {
                     match parse_file::<DynamicFile>(&file, &mut hasher) {
@@ -141,6 +185,8 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             path: path.to_owned(),
             static_config,
             dynamic,
+            dynamic_dir,
+            statics,
         }),
         (None, _) if errors.len() == static_errors => {
             // Every file parsed and only the static part is wrong: check the dynamic part too,

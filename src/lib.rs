@@ -6,8 +6,13 @@
 //!
 //! # Layout
 //!
-//! - [`app`]: wires config, listeners and monitor together; starts and drains.
-//! - [`config`]: reads TOML files, checks them and compiles the immutable [`config::Snapshot`].
+//! - [`app`]: wires config, listeners, monitor and reloads together; starts and drains.
+//! - [`config`]: reads TOML files, checks them and compiles the immutable [`config::Snapshot`];
+//!   `config::carry` hands state from the running snapshot to the next, `config::restart`
+//!   names the static keys a reload cannot apply.
+//! - [`reload`]: swaps in a new snapshot, all or nothing, from any of three triggers: the
+//!   conf-agent endpoint (`monitor::reload`), the conf-directory watch (`reload::watch`),
+//!   SIGHUP.
 //! - [`listener`]: accepts client connections (TCP, or TLS on the HTTPS port) and serves
 //!   HTTP/1.1 and HTTP/2 on them.
 //! - [`tls`]: the HTTPS side: certificates from PEM, SNI selection, the server config, the
@@ -20,7 +25,8 @@
 //! - [`upstream`]: pooled clients to backends (TLS to `https://` ones in `upstream::tls`), and
 //!   the in-process mock target.
 //! - [`mock`]: the built-in OpenAI-compatible mock model server behind `mock://` URLs.
-//! - [`monitor`]: `/healthz`, `/readyz`, `/metrics`, `/status` on the monitor port.
+//! - [`monitor`]: `/healthz`, `/readyz`, `/metrics`, `/status` and `/reload/<name>` on the
+//!   monitor port.
 //! - [`metrics`]: the Prometheus registry and per-route handles.
 //! - [`error`]: the one place where errors become HTTP status codes and JSON bodies.
 //! - [`body`]: the one body type used everywhere.
@@ -37,5 +43,6 @@ pub mod metrics;
 pub mod mock;
 pub mod monitor;
 pub mod proxy;
+pub mod reload;
 pub mod tls;
 pub mod upstream;

@@ -3,10 +3,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use sluice::config::{self, compile, file::LogFormat};
+use sluice::config::{self, compile, file::LogFormat, DynamicDir};
 use sluice::metrics::Metrics;
+use sluice::reload::{Reloader, Trigger};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// A data plane for LLM traffic: a reverse proxy for OpenAI-compatible model backends.
 #[derive(Debug, Parser)]
@@ -22,7 +25,18 @@ enum Command {
     Run(RunArgs),
     /// Check a config file as `run` would, print every problem, exit non-zero if any.
     /// Warnings (`warning: file:key: reason` on stderr) do not change the exit status.
-    Check(ConfigArg),
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Reads the dynamic files from DIR instead of the main file's `dynamic_dir`, exactly
+    /// as `GET /reload/sluice?path=DIR` would: checks a conf-agent's new directory before
+    /// it goes live.
+    #[arg(long, value_name = "DIR")]
+    dynamic_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -59,13 +73,29 @@ struct RunArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check(args) => check(&args.config),
+        Command::Check(args) => check(&args.config.config, args.dynamic_dir),
         Command::Run(args) => run(args),
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
-    let loaded = config::load(path).and_then(|config| {
+fn check(path: &std::path::Path, dynamic_dir: Option<PathBuf>) -> ExitCode {
+    let dir = match dynamic_dir {
+        Some(dir) => match config::load(path) {
+            // As a reload: `path=` needs a `dynamic_dir`, since that is what the conf-agent
+            // repoints.
+            Ok(config) if config.dynamic_dir.is_none() => {
+                eprintln!(
+                    "{}:dynamic_dir: is not set, so a reload cannot read a directory given \
+                     with path=: set dynamic_dir to the directory the conf-agent manages",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            _ => DynamicDir::Fixed(Some(dir)),
+        },
+        None => DynamicDir::FromMainFile,
+    };
+    let loaded = config::load_with(path, &dir).and_then(|config| {
         compile::snapshot(
             &config.dynamic,
             &config.static_config.upstream,
@@ -142,6 +172,8 @@ fn run(args: RunArgs) -> ExitCode {
         // The handlers go in before the listeners are bound: a signal sent as soon as the
         // `listening` line is out must drain, not kill the process.
         let stop = shutdown_signal();
+        // SIGHUP's default action ends the process: the handler goes in first too.
+        let hangup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
         let running = match sluice::app::start(config).await {
             Ok(running) => running,
             Err(err) => {
@@ -149,6 +181,7 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tokio::spawn(reload_on_hangup(hangup, Arc::clone(&running.reloader)));
         stop.await;
         tracing::info!("shutting down");
         running.shutdown().await;
@@ -157,9 +190,16 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
+/// Reloads the dynamic config from the live files on each SIGHUP; the outcome is logged,
+/// counted and shown in `/status`.
+async fn reload_on_hangup(mut hangup: Signal, reloader: Arc<Reloader>) {
+    while hangup.recv().await.is_some() {
+        reloader.reload(Trigger::Signal, None).await;
+    }
+}
+
 /// Installs the SIGTERM and SIGINT handlers now; the future resolves on either.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
     async move {

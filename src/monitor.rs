@@ -1,4 +1,7 @@
-//! The monitor listener (8421): liveness, readiness, metrics and status, in one `match`.
+//! The monitor listener (8421): liveness, readiness, metrics and status, in one `match`;
+//! the conf-agent's reload endpoints in [`reload`].
+
+pub mod reload;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +23,7 @@ use crate::error::json_error;
 use crate::listener::stopped;
 use crate::metrics::Metrics;
 use crate::proxy::route::PathMatch;
+use crate::reload::Reloader;
 
 /// What the monitor reports on, shared with the rest of the process.
 #[derive(Debug)]
@@ -31,6 +35,8 @@ pub struct Monitor {
     /// Set when shutdown begins; readiness fails from then on.
     pub draining: AtomicBool,
     pub started: SystemTime,
+    /// Serves `/reload/...` and the `last_reload` of `/status`.
+    pub reloader: Arc<Reloader>,
 }
 
 impl Monitor {
@@ -78,7 +84,8 @@ impl Monitor {
             path => json_error(
                 StatusCode::NOT_FOUND,
                 &format!(
-                    "no monitor endpoint at {path}; try /healthz, /readyz, /metrics or /status"
+                    "no monitor endpoint at {path}; try /healthz, /readyz, /metrics, /status \
+                     or /reload/<name>"
                 ),
                 "invalid_request_error",
                 "not_found",
@@ -133,6 +140,7 @@ impl Monitor {
             "uptime_seconds": uptime,
             "ready": self.ready.load(Ordering::Acquire),
             "draining": self.draining.load(Ordering::Acquire),
+            "last_reload": self.reloader.last().to_json(),
             "routes": routes,
             "clusters": clusters,
             "certificates": certificates,
@@ -161,7 +169,7 @@ pub async fn serve(
     builder.http1().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -176,8 +184,16 @@ pub async fn serve(
         let builder = Arc::clone(&builder);
         tokio::spawn(async move {
             let service = service_fn(|req| {
-                let response = monitor.handle(&req);
-                async move { Ok::<_, Infallible>(response) }
+                let monitor = Arc::clone(&monitor);
+                async move {
+                    // A reload reads files and compiles: the one endpoint that waits.
+                    let response = if reload::is_reload_path(req.uri().path()) {
+                        reload::handle(&monitor.reloader, &req, peer).await
+                    } else {
+                        monitor.handle(&req)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(err) = builder
                 .serve_connection(TokioIo::new(stream), service)

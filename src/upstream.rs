@@ -35,8 +35,9 @@ use connect::{Conn, Want};
 use pool::{Pool, PooledBody};
 use tls::TlsTarget;
 
-/// Settings shared by a cluster's backends.
-#[derive(Debug, Clone)]
+/// Settings shared by a cluster's backends. Compared on reload: a backend whose settings
+/// did not change keeps its connections (`config::carry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSettings {
     pub protocol: UpstreamProtocol,
     /// `None` waits as long as the OS does.
@@ -99,6 +100,16 @@ impl HttpBackend {
     /// The protocol spoken to this backend.
     pub fn protocol(&self) -> UpstreamProtocol {
         self.settings.protocol
+    }
+
+    /// The settings it was built with; a reload compares them to reuse it.
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// How it is reached over TLS; `None` for `http://` backends.
+    pub fn tls(&self) -> Option<&TlsTarget> {
+        self.tls.as_ref()
     }
 
     /// Sends an upgrade request on a connection of its own, which becomes the tunnel if the

@@ -16,12 +16,13 @@ use http::{HeaderName, HeaderValue, Method, Uri};
 use ipnet::IpNet;
 use regex::Regex;
 
+use super::carry::Previous;
 use super::file::{self, MainFile, UpstreamDefaults, UpstreamProtocol};
 use super::snapshot::{
     Backend, Cluster, HeaderEdits, HostPolicy, Route, Snapshot, Timeouts, WebSocketLimits,
 };
 use super::units::HumanDuration;
-use super::{ConfigError, DynamicSources, ServerSettings, StaticConfig};
+use super::{ConfigError, DynamicSources, ReloadSettings, ServerSettings, StaticConfig};
 use crate::metrics::{ClusterMetrics, Metrics};
 use crate::mock::MockBackend;
 use crate::proxy::balance::RoundRobin;
@@ -94,6 +95,7 @@ pub fn static_config(
     if let Err(reason) = check_log_filter(&main.log.level) {
         errors.push("log.level", reason);
     }
+    let reload = reload_settings(&main.reload, &mut errors);
     if list.len() > before {
         return None;
     }
@@ -116,7 +118,31 @@ pub fn static_config(
         },
         upstream: main.upstream.clone(),
         log: main.log.clone(),
+        reload,
     })
+}
+
+/// `[reload]`: a token that fits in an `Authorization` header, a debounce that neither spins
+/// nor stalls.
+fn reload_settings(r: &file::Reload, errors: &mut Errors) -> ReloadSettings {
+    if let Some(token) = &r.token {
+        let printable = token.bytes().all(|b| b.is_ascii_graphic());
+        if token.is_empty() || !printable {
+            errors.push(
+                "reload.token",
+                "must be 1 or more printable ASCII characters without spaces",
+            );
+        }
+    }
+    let debounce = r.watch_debounce.0;
+    if debounce < Duration::from_millis(10) || debounce > Duration::from_secs(60) {
+        errors.push("reload.watch_debounce", "must be between 10ms and 1m");
+    }
+    ReloadSettings {
+        token: r.token.clone(),
+        watch: r.watch,
+        watch_debounce: debounce,
+    }
 }
 
 /// A `tracing` filter whose bare words are level names: `tracing` would read `inof` as a
@@ -148,6 +174,17 @@ pub fn snapshot(
     defaults: &UpstreamDefaults,
     metrics: &Metrics,
 ) -> Result<Snapshot, Vec<ConfigError>> {
+    snapshot_with(sources, defaults, metrics, &mut Previous::none())
+}
+
+/// [`snapshot`], for a reload: what did not change is taken over from `previous`, the
+/// running snapshot (see `config::carry`).
+pub fn snapshot_with(
+    sources: &DynamicSources,
+    defaults: &UpstreamDefaults,
+    metrics: &Metrics,
+    previous: &mut Previous,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut list = Vec::new();
     let mut notes = tls::Notes::new();
     let mut clusters: Vec<Arc<Cluster>> = Vec::new();
@@ -171,7 +208,16 @@ pub fn snapshot(
                 continue;
             }
             cluster_files.insert(&c.name, path);
-            if let Some(cluster) = cluster(&key, c, defaults, metrics, &mut errors, &mut notes) {
+            let built = cluster(
+                &key,
+                c,
+                defaults,
+                metrics,
+                &mut errors,
+                &mut notes,
+                previous,
+            );
+            if let Some(cluster) = built {
                 clusters.push(Arc::new(cluster));
             }
         }
@@ -257,6 +303,7 @@ fn cluster(
     metrics: &Metrics,
     errors: &mut Errors,
     notes: &mut tls::Notes,
+    previous: &mut Previous,
 ) -> Option<Cluster> {
     let before = errors.list.len();
     check_name("cluster", key, &c.name, errors);
@@ -314,7 +361,14 @@ fn cluster(
         if b.weight == 0 {
             errors.push(format!("{key}.weight"), "must be at least 1");
         }
-        match backend_target(&b.url, &settings, cluster_tls.as_ref(), &cluster_metrics) {
+        // The running backend this one continues; its state carries over (config::carry).
+        let old = previous.take_backend(&c.name, &b.url);
+        let client = Client {
+            settings: &settings,
+            tls: cluster_tls.as_ref(),
+            metrics: &cluster_metrics,
+        };
+        match backend_target(&b.url, &client, old, previous) {
             Ok(Some((target, authority))) => backends.push(Backend {
                 url: b.url.clone(),
                 weight: b.weight,
@@ -339,14 +393,27 @@ fn cluster(
     })
 }
 
+/// What a cluster's HTTP backends are built with.
+struct Client<'a> {
+    settings: &'a ClientSettings,
+    tls: Option<&'a tls::ClusterTls>,
+    metrics: &'a ClusterMetrics,
+}
+
 /// Parses a backend URL into where it lives and its `host:port`. `Ok(None)`: an `https://`
-/// backend whose cluster's TLS settings failed (those errors are reported already).
-fn backend_target(
+/// backend whose cluster's TLS settings failed (those errors are reported already). An HTTP
+/// backend built exactly as `old` was reuses `old`'s, connections and all.
+fn backend_target<'a>(
     url: &str,
-    settings: &ClientSettings,
-    cluster_tls: Option<&tls::ClusterTls>,
-    metrics: &ClusterMetrics,
+    client: &Client,
+    old: Option<&'a Backend>,
+    previous: &mut Previous<'a>,
 ) -> Result<Option<(Target, HeaderValue)>, String> {
+    let Client {
+        settings,
+        tls: cluster_tls,
+        metrics,
+    } = *client;
     let uri = Uri::from_str(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
     let scheme = uri.scheme_str().unwrap_or("");
     if scheme == "mock" {
@@ -402,9 +469,13 @@ fn backend_target(
             Some(TlsTarget {
                 config: Arc::clone(&cluster_tls.config),
                 server_name,
+                fingerprint: cluster_tls.fingerprint,
             })
         }
     };
+    if let Some(kept) = previous.reuse_http(old, settings, tls.as_ref()) {
+        return Ok(Some((Target::Http(kept), host)));
+    }
     let backend = HttpBackend::new(authority.clone(), settings.clone(), tls, metrics.clone());
     Ok(Some((Target::Http(Arc::new(backend)), host)))
 }

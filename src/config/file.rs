@@ -27,6 +27,9 @@ pub struct MainFile {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// How the dynamic config is reloaded: the conf-agent endpoint's token, the watch.
+    #[serde(default)]
+    pub reload: Reload,
     /// A directory of further dynamic files (`*.toml`, read in name order), relative to this
     /// file. Lets a conf-agent or a ConfigMap own the routes while this file owns the process.
     pub dynamic_dir: Option<String>,
@@ -226,6 +229,32 @@ impl Default for Log {
             level: "info".to_owned(),
             format: LogFormat::Text,
             access_log: true,
+        }
+    }
+}
+
+/// `[reload]`: the ways a running sluice takes in a new dynamic config. A change needs a
+/// restart (it is reported as such by a reload).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reload {
+    /// When set, `GET /reload/...` on the monitor port must also carry
+    /// `Authorization: Bearer <token>`; loopback peers only, either way.
+    pub token: Option<String>,
+    /// Watch the main file's directory and `dynamic_dir` and reload on changes (a
+    /// ConfigMap's `..data` swap, a renamed file, a repointed symlink). Default on.
+    pub watch: bool,
+    /// How long the watch waits for the files to settle: a reload starts once no change
+    /// has been seen for this long. Default 250 ms; 10 ms to 1 min.
+    pub watch_debounce: HumanDuration,
+}
+
+impl Default for Reload {
+    fn default() -> Self {
+        Reload {
+            token: None,
+            watch: true,
+            watch_debounce: HumanDuration(std::time::Duration::from_millis(250)),
         }
     }
 }

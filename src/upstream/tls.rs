@@ -26,6 +26,9 @@ pub struct TlsTarget {
     pub config: Arc<ClientConfig>,
     /// Sent as SNI and checked against the certificate.
     pub server_name: ServerName<'static>,
+    /// A digest of what `config` was built from (extra CAs, client certificate, whether
+    /// verification is off): equal digests let a reload keep the backend's connections.
+    pub fingerprint: u64,
 }
 
 /// What a cluster's TLS needs, read from its files.

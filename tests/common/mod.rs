@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod pki;
+pub mod reload;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -54,6 +55,11 @@ impl Gateway {
             running: Some(running),
             _dir: dir,
         }
+    }
+
+    /// The directory the main file (`sluice.toml`) was written to.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// `http://127.0.0.1:port{path}` on the traffic port.

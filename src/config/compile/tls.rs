@@ -247,6 +247,8 @@ pub(super) fn listener(
 pub(super) struct ClusterTls {
     pub config: Arc<ClientConfig>,
     pub server_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// A digest of what `config` was built from, for `TlsTarget::fingerprint`.
+    pub fingerprint: u64,
 }
 
 /// Compiles a cluster's `tls`. `has_https` says whether any backend needs it; without one,
@@ -342,6 +344,7 @@ pub(super) fn cluster(
         UpstreamProtocol::H2c => UpstreamProtocol::Http1,
         other => other,
     };
+    let fingerprint = fingerprint(&extra_roots, identity.as_deref(), t.insecure_skip_verify);
     let config = upstream_tls::client_config(ClientTls {
         extra_roots,
         identity,
@@ -353,5 +356,28 @@ pub(super) fn cluster(
     Some(ClusterTls {
         config,
         server_name,
+        fingerprint,
     })
+}
+
+/// A digest of the inputs of a cluster's client config that come from files: the extra CAs
+/// and the client certificate chain (which pins its key), plus the verification switch.
+/// The protocol and server name are compared on their own.
+fn fingerprint(roots: &RootCertStore, identity: Option<&CertifiedKey>, insecure: bool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for anchor in &roots.roots {
+        anchor.subject.as_ref().hash(&mut hasher);
+        anchor.subject_public_key_info.as_ref().hash(&mut hasher);
+        anchor
+            .name_constraints
+            .as_ref()
+            .map(|d| d.as_ref())
+            .hash(&mut hasher);
+    }
+    for cert in identity.map(|i| i.cert.as_slice()).unwrap_or_default() {
+        cert.as_ref().hash(&mut hasher);
+    }
+    insecure.hash(&mut hasher);
+    hasher.finish()
 }
