@@ -37,5 +37,6 @@ pub mod metrics;
 pub mod mock;
 pub mod monitor;
 pub mod proxy;
+pub mod ratelimit;
 pub mod tls;
 pub mod upstream;
