@@ -14,6 +14,7 @@ use crate::config::{compile, Config, ConfigError, Snapshot};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::proxy::Proxy;
+use crate::ratelimit::Limiter;
 use crate::upstream::Target;
 use crate::{listener, monitor};
 
@@ -83,11 +84,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let monitor_addr = local_addr("monitor", &monitor_listener, static_config.monitor_addr)?;
 
+    let limiter = Limiter::new(
+        &static_config.ratelimit,
+        static_config.redis.as_ref(),
+        metrics.access.clone(),
+    )
+    .map_err(|reason| {
+        StartError::Config(vec![ConfigError {
+            file: config.path.clone(),
+            key: "redis.url".to_owned(),
+            reason,
+        }])
+    })?;
+    let limiter = Arc::new(limiter);
     let proxy = Arc::new(Proxy {
         state: Arc::clone(&state),
         settings: static_config.server.clone(),
         metrics: Arc::clone(&metrics),
         access_log: static_config.log.access_log,
+        limiter: Arc::clone(&limiter),
     });
     let monitor = Arc::new(Monitor {
         state: Arc::clone(&state),
@@ -99,6 +114,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop_http, http_rx) = watch::channel(false);
     let (stop_monitor, monitor_rx) = watch::channel(false);
     tokio::spawn(sweep_idle_connections(Arc::clone(&state), http_rx.clone()));
+    tokio::spawn(limiter.sweep_loop(http_rx.clone()));
     let https_task = https.map(|https| {
         tokio::spawn(listener::serve_tls(
             https,

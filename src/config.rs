@@ -54,6 +54,10 @@ pub struct StaticConfig {
     pub server: ServerSettings,
     pub upstream: UpstreamDefaults,
     pub log: Log,
+    /// `[redis]`, when set.
+    pub redis: Option<crate::ratelimit::redis::RedisSettings>,
+    /// `[ratelimit]`.
+    pub ratelimit: crate::ratelimit::StoreSettings,
 }
 
 /// `[server]` in runtime form.
@@ -86,6 +90,8 @@ pub struct DynamicSources {
     pub files: Vec<(PathBuf, DynamicFile)>,
     /// A digest of every file's bytes: the config version.
     pub version: String,
+    /// Whether the main file has a `[redis]` section, which `backend = "redis"` limits need.
+    pub redis: bool,
 }
 
 /// A config read from disk: the static part and the dynamic sources, not yet compiled.
@@ -112,6 +118,8 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
             routes: main.routes,
             certificates: main.certificates,
             tls: main.tls,
+            consumers: main.consumers,
+            limits: main.limits,
         },
     )];
     if let Some(dir) = &main.dynamic_dir {
@@ -135,6 +143,7 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     let dynamic = DynamicSources {
         files,
         version: format!("{:016x}", hasher.finish()),
+        redis: main.redis.is_some(),
     };
     match (static_config, errors.is_empty()) {
         (Some(static_config), true) => Ok(Config {

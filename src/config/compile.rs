@@ -3,6 +3,7 @@
 //! A bad value never becomes a runtime object: each check sits where the object is built, and
 //! every failure is collected with its file and key so that one run reports all of them.
 
+mod limits;
 mod tls;
 
 use std::collections::HashMap;
@@ -94,6 +95,7 @@ pub fn static_config(
     if let Err(reason) = check_log_filter(&main.log.level) {
         errors.push("log.level", reason);
     }
+    let (redis, ratelimit) = limits::static_settings(main, &mut errors);
     if list.len() > before {
         return None;
     }
@@ -116,6 +118,8 @@ pub fn static_config(
         },
         upstream: main.upstream.clone(),
         log: main.log.clone(),
+        redis,
+        ratelimit,
     })
 }
 
@@ -177,6 +181,7 @@ pub fn snapshot(
         }
     }
 
+    let access = limits::compile(sources, metrics, &mut list);
     let by_name: HashMap<&str, &Arc<Cluster>> =
         clusters.iter().map(|c| (c.name.as_str(), c)).collect();
     let mut routes = Vec::new();
@@ -210,7 +215,7 @@ pub fn snapshot(
                     ),
                 );
             }
-            if let Some(route) = route(&key, r, target, metrics, &mut errors) {
+            if let Some(route) = route(&key, r, target, &access, metrics, &mut errors) {
                 routes.push(route);
             }
         }
@@ -228,6 +233,7 @@ pub fn snapshot(
         tls,
         cert_expiry: notes.cert_expiry,
         warnings: notes.warnings,
+        consumers: access.consumers,
     })
 }
 
@@ -413,6 +419,7 @@ fn route(
     key: &str,
     r: &file::Route,
     cluster: Option<&Arc<Cluster>>,
+    access: &limits::Access,
     metrics: &Metrics,
     errors: &mut Errors,
 ) -> Option<Route> {
@@ -468,6 +475,7 @@ fn route(
         &r.response_headers,
         errors,
     );
+    let (auth, limits) = limits::route_access(key, r, access, errors);
     if errors.list.len() > before {
         return None;
     }
@@ -503,6 +511,8 @@ fn route(
         include_usage: r.include_usage,
         sse_error_event: r.sse_error_event,
         websocket,
+        auth,
+        limits,
     })
 }
 

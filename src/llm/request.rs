@@ -11,6 +11,9 @@ pub struct LlmRequest {
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: Option<bool>,
+    /// The most output tokens it asks for: `max_completion_tokens`, `max_tokens` or
+    /// `max_output_tokens` (Responses API), the first one set; for token-limit estimates.
+    pub max_output_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -20,6 +23,13 @@ struct Fields {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    // Values, not numbers: a malformed one must not hide the model.
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_output_tokens: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +48,13 @@ impl LlmRequest {
             },
             stream: fields.stream.unwrap_or(false),
             include_usage: fields.stream_options.and_then(|o| o.include_usage),
+            max_output_tokens: [
+                fields.max_completion_tokens,
+                fields.max_tokens,
+                fields.max_output_tokens,
+            ]
+            .iter()
+            .find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64)),
         })
     }
 
@@ -85,6 +102,11 @@ mod tests {
         assert!(!r.needs_usage());
         let r = LlmRequest::parse(br#"{"model":"m","stream":true}"#).unwrap();
         assert!(r.needs_usage());
+        assert_eq!(r.max_output_tokens, None);
+        let r = LlmRequest::parse(br#"{"model":"m","max_tokens":"x","max_output_tokens":9}"#);
+        assert_eq!(r.unwrap().max_output_tokens, Some(9));
+        let r = LlmRequest::parse(br#"{"max_tokens":5,"max_completion_tokens":7}"#);
+        assert_eq!(r.unwrap().max_output_tokens, Some(7));
         let r = LlmRequest::parse(br#"{"model":7}"#).unwrap();
         assert_eq!(r.model, None);
         assert!(LlmRequest::parse(b"not json").is_none());

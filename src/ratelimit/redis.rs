@@ -11,7 +11,8 @@
 //!
 //! One [`redis::aio::ConnectionManager`]: a multiplexed connection shared by every request
 //! (pipelined, no pool to check out from) that reconnects by itself after the server went
-//! away. It is created lazily, so sluice starts while Redis is down.
+//! away. It connects (and loads the script) in the background at start, so sluice starts
+//! while Redis is down, and the first request does not pay for the connection.
 //!
 //! - Every call is bounded by `redis.timeout`. A slow Redis never holds a request longer.
 //! - A call that fails or times out marks Redis down for `redis.retry_interval`. Until then,
@@ -169,6 +170,19 @@ impl RedisBackend {
             .set_connection_timeout(Some(settings.connect_timeout));
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
+        // Connect and load the script now, so the first request does not pay for it. A
+        // failure here costs nothing: the first call connects again.
+        let mut warm = conn.clone();
+        tokio::spawn(async move {
+            let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(SCRIPT)
+                .query_async(&mut warm)
+                .await;
+            if let Err(err) = loaded {
+                tracing::info!(error = %err, "rate limits: Redis is not reachable yet");
+            }
+        });
         Ok(RedisBackend {
             conn,
             sha: redis::Script::new(SCRIPT).get_hash().to_owned(),
