@@ -3,7 +3,9 @@
 # upstreams on 127.0.0.1), and the CLI tests of the real binary.
 #
 # It installs whatever the tests need before running them and never skips a test because
-# a dependency is missing. Today the suite needs only the Rust toolchain.
+# a dependency is missing: the Rust toolchain (required, not installed here) and
+# redis-server, which the rate-limit tests start on free ports of 127.0.0.1 (installed with
+# apt-get when missing; CI runs as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,5 +14,13 @@ if ! need cargo; then
   echo "cargo is required: install Rust from your distribution or rustup" >&2
   exit 1
 fi
+
+if ! need redis-server; then
+  echo "redis-server not found: installing it (apt-get install redis-server)" >&2
+  if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi
+need redis-server || { echo "redis-server is required and could not be installed" >&2; exit 1; }
 
 cargo test --locked -q "$@"

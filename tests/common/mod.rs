@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod pki;
+pub mod redis;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
