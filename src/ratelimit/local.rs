@@ -22,9 +22,18 @@
 //!
 //! In-flight counters need no cap: an entry exists only while a request holds it, so there
 //! are never more of them than requests in flight.
+//!
+//! # Keys
+//!
+//! A bucket is stored under a 64-bit SipHash of its key's bytes, keyed with a random
+//! per-process secret, not under the bytes themselves: one hash per decision instead of two
+//! (one to pick the shard, one inside the map), and about 60 bytes per bucket whatever the
+//! key's length. Two keys share a bucket only if their hashes collide: with 100,000 keys
+//! the chance that any two do is about 3 in 10^10, and without the process's secret nobody
+//! can aim for a collision.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -36,8 +45,32 @@ use super::bucket::{Bucket, Rate};
 /// Shards per map: enough that two cores rarely meet on one lock.
 pub const SHARDS: usize = 64;
 
-/// A key's bytes, as built by `key::build`.
-type Key = Box<[u8]>;
+/// A key's hash, as [`Sharded::locate`] computes it.
+type Key = u64;
+
+/// Passes a `u64` that is already a keyed hash through unchanged, so the map does not hash
+/// it a second time.
+#[derive(Debug, Default, Clone, Copy)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is ever called, by `u64`'s `Hash`; fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map<V> = HashMap<Key, V, BuildHasherDefault<Prehashed>>;
 
 /// One bucket and the rate it was last used with (the sweep needs the rate to tell whether
 /// it is full).
@@ -51,25 +84,27 @@ struct Slot {
 #[derive(Debug)]
 struct Sharded<V> {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<Key, V>>]>,
+    shards: Box<[Mutex<Map<V>>]>,
 }
 
 impl<V> Sharded<V> {
     fn new() -> Self {
         Sharded {
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
         }
     }
 
-    /// The shard that holds `key`, locked. A poisoned lock (a panic while it was held) is
-    /// taken over: the map holds plain numbers that no panic leaves half-written.
-    fn shard(&self, key: &[u8]) -> MutexGuard<'_, HashMap<Key, V>> {
-        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
-        self.lock(index)
+    /// The hash `key` is stored under, and its shard, locked. The shard comes from bits
+    /// 32 to 37 of the hash, which the map uses for neither its slot (low bits) nor its
+    /// tag (top bits). A poisoned lock (a panic while it was held) is taken over: the map
+    /// holds plain numbers that no panic leaves half-written.
+    fn locate(&self, key: &[u8]) -> (Key, MutexGuard<'_, Map<V>>) {
+        let hash = self.hasher.hash_one(key);
+        (hash, self.lock((hash >> 32) as usize % SHARDS))
     }
 
-    fn lock(&self, index: usize) -> MutexGuard<'_, HashMap<Key, V>> {
+    fn lock(&self, index: usize) -> MutexGuard<'_, Map<V>> {
         self.shards[index]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -116,15 +151,15 @@ impl LocalStore {
     /// the bucket holds enough)`.
     pub fn try_take(&self, key: &[u8], rate: Rate, cost: f64) -> Result<f64, Duration> {
         let now = Instant::now();
-        let mut shard = self.buckets.shard(key);
-        if let Some(slot) = shard.get_mut(key) {
+        let (id, mut shard) = self.buckets.locate(key);
+        if let Some(slot) = shard.get_mut(&id) {
             slot.rate = rate;
             return slot.bucket.try_take(&rate, cost, now);
         }
         let mut bucket = Bucket::full(&rate, now);
         let taken = bucket.try_take(&rate, cost, now);
         if taken.is_ok() {
-            self.insert(&mut shard, key, Slot { bucket, rate }, now);
+            self.insert(&mut shard, id, Slot { bucket, rate }, now);
         }
         taken
     }
@@ -133,30 +168,30 @@ impl LocalStore {
     /// that was evicted meanwhile starts again from full.
     pub fn adjust(&self, key: &[u8], rate: Rate, delta: f64) -> f64 {
         let now = Instant::now();
-        let mut shard = self.buckets.shard(key);
-        if let Some(slot) = shard.get_mut(key) {
+        let (id, mut shard) = self.buckets.locate(key);
+        if let Some(slot) = shard.get_mut(&id) {
             slot.rate = rate;
             return slot.bucket.adjust(&rate, delta, now);
         }
         let mut bucket = Bucket::full(&rate, now);
         let level = bucket.adjust(&rate, delta, now);
         if level < rate.capacity {
-            self.insert(&mut shard, key, Slot { bucket, rate }, now);
+            self.insert(&mut shard, id, Slot { bucket, rate }, now);
         }
         level
     }
 
-    fn insert(&self, shard: &mut HashMap<Key, Slot>, key: &[u8], slot: Slot, now: Instant) {
+    fn insert(&self, shard: &mut Map<Slot>, id: Key, slot: Slot, now: Instant) {
         if shard.len() >= self.per_shard {
             self.make_room(shard, now);
         }
-        shard.insert(key.into(), slot);
+        shard.insert(id, slot);
         self.metrics.keys.inc();
     }
 
     /// Frees at least an eighth of a full shard: full buckets first, then the least
     /// recently used.
-    fn make_room(&self, shard: &mut HashMap<Key, Slot>, now: Instant) {
+    fn make_room(&self, shard: &mut Map<Slot>, now: Instant) {
         let before = shard.len();
         shard.retain(|_, slot| !slot.bucket.is_full(&slot.rate, now));
         let idle = before - shard.len();
@@ -220,23 +255,23 @@ impl LocalStore {
 
     /// The level of `key`'s bucket now; `None` when it holds none (it is full).
     pub fn level(&self, key: &[u8]) -> Option<f64> {
-        let shard = self.buckets.shard(key);
+        let (id, shard) = self.buckets.locate(key);
         shard
-            .get(key)
+            .get(&id)
             .map(|slot| slot.bucket.level(&slot.rate, Instant::now()))
     }
 
     /// Counts one more request in flight under `key` if fewer than `max` are.
     pub fn acquire(&self, key: &[u8], max: u32) -> bool {
-        let mut shard = self.in_flight.shard(key);
-        match shard.get_mut(key) {
+        let (id, mut shard) = self.in_flight.locate(key);
+        match shard.get_mut(&id) {
             Some(count) if *count >= max => false,
             Some(count) => {
                 *count += 1;
                 true
             }
             None => {
-                shard.insert(key.into(), 1);
+                shard.insert(id, 1);
                 true
             }
         }
@@ -244,18 +279,19 @@ impl LocalStore {
 
     /// Counts one request under `key` out again.
     pub fn release(&self, key: &[u8]) {
-        let mut shard = self.in_flight.shard(key);
-        if let Some(count) = shard.get_mut(key) {
+        let (id, mut shard) = self.in_flight.locate(key);
+        if let Some(count) = shard.get_mut(&id) {
             *count -= 1;
             if *count == 0 {
-                shard.remove(key);
+                shard.remove(&id);
             }
         }
     }
 
     /// Requests in flight under `key`.
     pub fn in_flight(&self, key: &[u8]) -> u32 {
-        self.in_flight.shard(key).get(key).copied().unwrap_or(0)
+        let (id, shard) = self.in_flight.locate(key);
+        shard.get(&id).copied().unwrap_or(0)
     }
 }
 
@@ -350,5 +386,18 @@ mod tests {
         s.release(b"k");
         assert_eq!(s.in_flight(b"k"), 0);
         assert!((0..SHARDS).all(|i| s.in_flight.lock(i).is_empty()));
+    }
+
+    #[test]
+    fn keys_spread_over_every_shard() {
+        let s = store(SHARDS * 1000);
+        let rate = per_minute(10);
+        for i in 0..SHARDS as u32 * 100 {
+            s.try_take(&i.to_be_bytes(), rate, 1.0).unwrap();
+        }
+        for i in 0..SHARDS {
+            let n = s.buckets.lock(i).len();
+            assert!((40..=200).contains(&n), "shard {i} holds {n} of 6,400");
+        }
     }
 }
