@@ -29,8 +29,12 @@ pub struct Estimate {
 
 impl Estimate {
     /// The tokens reserved for a request of `body_len` bytes asking for at most
-    /// `max_output` output tokens.
+    /// `max_output` output tokens. A request without a body (`GET /v1/models`) generates
+    /// nothing and reserves nothing.
     pub fn tokens(&self, body_len: usize, max_output: Option<u64>) -> f64 {
+        if body_len == 0 {
+            return 0.0;
+        }
         let prompt = (body_len as f64 / self.bytes_per_token).ceil();
         prompt + max_output.unwrap_or(self.default_max_tokens) as f64
     }
@@ -101,6 +105,7 @@ mod tests {
             default_max_tokens: 256,
         };
         assert_eq!(e.tokens(401, Some(50)), 101.0 + 50.0);
-        assert_eq!(e.tokens(0, None), 256.0);
+        assert_eq!(e.tokens(1, None), 1.0 + 256.0);
+        assert_eq!(e.tokens(0, None), 0.0);
     }
 }
