@@ -72,7 +72,7 @@ fn routes(f: usize, variant: usize) -> String {
         };
         let path = if n % (ROUTE_FILES * ROUTES_PER_FILE / REGEXES) == 7 {
             format!("path_regex = \"^/r{n}/v[0-9]+/(chat/)?completions$\"")
-        } else if n % 3 == 0 {
+        } else if n.is_multiple_of(3) {
             format!("path = \"/v1/t{n}/chat/completions\"")
         } else if i == 0 && variant == 1 {
             format!("path_prefix = \"/moved/t{n}/\"")

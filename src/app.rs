@@ -14,6 +14,7 @@ use crate::config::{compile, Config, ConfigError, Snapshot};
 use crate::metrics::Metrics;
 use crate::monitor::Monitor;
 use crate::proxy::Proxy;
+use crate::ratelimit::Limiter;
 use crate::reload::Reloader;
 use crate::upstream::Target;
 use crate::{listener, monitor, reload};
@@ -92,11 +93,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         Arc::clone(&metrics),
         https.is_some(),
     ));
+    let limiter = Limiter::new(
+        &static_config.ratelimit,
+        static_config.redis.as_ref(),
+        metrics.access.clone(),
+    )
+    .map_err(|reason| {
+        StartError::Config(vec![ConfigError {
+            file: config.path.clone(),
+            key: "redis.url".to_owned(),
+            reason,
+        }])
+    })?;
+    let limiter = Arc::new(limiter);
     let proxy = Arc::new(Proxy {
         state: Arc::clone(&state),
         settings: static_config.server.clone(),
         metrics: Arc::clone(&metrics),
         access_log: static_config.log.access_log,
+        limiter: Arc::clone(&limiter),
     });
     let monitor = Arc::new(Monitor {
         state: Arc::clone(&state),
@@ -122,6 +137,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             tracing::warn!(error = %err, "not watching the config files; reload with SIGHUP or /reload/sluice");
         }
     }
+    tokio::spawn(limiter.sweep_loop(http_rx.clone()));
     let https_task = https.map(|https| {
         tokio::spawn(listener::serve_tls(
             https,

@@ -59,6 +59,10 @@ pub struct StaticConfig {
     /// new file's defaults.
     pub upstream: UpstreamDefaults,
     pub log: Log,
+    /// `[redis]`, when set.
+    pub redis: Option<crate::ratelimit::redis::RedisSettings>,
+    /// `[ratelimit]`.
+    pub ratelimit: crate::ratelimit::StoreSettings,
     pub reload: ReloadSettings,
 }
 
@@ -101,6 +105,8 @@ pub struct DynamicSources {
     pub files: Vec<(PathBuf, DynamicFile)>,
     /// A digest of every file's bytes: the config version.
     pub version: String,
+    /// Whether the main file has a `[redis]` section, which `backend = "redis"` limits need.
+    pub redis: bool,
 }
 
 /// A config read from disk: the static part and the dynamic sources, not yet compiled.
@@ -157,6 +163,8 @@ pub fn load_with(path: &Path, dir: &DynamicDir) -> Result<Config, Vec<ConfigErro
             routes: main.routes,
             certificates: main.certificates,
             tls: main.tls,
+            consumers: main.consumers,
+            limits: main.limits,
         },
     )];
     if let Some(dir) = &dynamic_dir {
@@ -179,6 +187,7 @@ pub fn load_with(path: &Path, dir: &DynamicDir) -> Result<Config, Vec<ConfigErro
     let dynamic = DynamicSources {
         files,
         version: format!("{:016x}", hasher.finish()),
+        redis: main.redis.is_some(),
     };
     match (static_config, errors.is_empty()) {
         (Some(static_config), true) => Ok(Config {

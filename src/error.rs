@@ -58,6 +58,39 @@ pub enum ProxyError {
     /// The upstream: it answered with something that is not HTTP, or closed early.
     #[error("the upstream failed: {0}")]
     Upstream(String),
+    /// The client: the route requires an API key and the request carries none.
+    #[error(
+        "route `{route}` requires an API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`"
+    )]
+    MissingApiKey { route: String },
+    /// The client: the API key is not one of a consumer's. The key is never repeated.
+    #[error("the API key is not valid")]
+    InvalidApiKey,
+    /// The client: its consumer may not use this route.
+    #[error("consumer `{consumer}` may not use route `{route}`")]
+    RouteNotAllowed { consumer: String, route: String },
+    /// The client: its consumer may not use the model it asked for (or must name one).
+    #[error("consumer `{consumer}` may not use {}", model.as_deref().map_or("a request without a model".to_owned(), |m| format!("model `{m}`")))]
+    ModelNotAllowed {
+        consumer: String,
+        model: Option<String>,
+    },
+    /// The client: a rate limit has no room; try again after `retry_after`.
+    #[error("rate limit `{limit}` exceeded ({kind}); try again in {}s", retry_secs(*retry_after))]
+    RateLimited {
+        limit: String,
+        /// `requests`, `tokens` or `concurrency`: the OpenAI-style error `type`.
+        kind: &'static str,
+        retry_after: Duration,
+    },
+    /// Internal: a Redis-backed limit that fails closed could not reach Redis.
+    #[error(
+        "rate limit `{limit}` cannot be checked now (its store is unreachable); try again shortly"
+    )]
+    LimiterUnavailable {
+        limit: String,
+        retry_after: Duration,
+    },
 }
 
 /// How a [`ProxyError`] is reported: the status and the OpenAI-style `type` and `code`.
@@ -144,15 +177,63 @@ impl ProxyError {
                 "upstream_total_timeout",
             ),
             Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", "bad_gateway"),
+            MissingApiKey { .. } => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "missing_api_key",
+            ),
+            InvalidApiKey => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+            RouteNotAllowed { .. } => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "route_not_allowed",
+            ),
+            ModelNotAllowed { .. } => (
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "model_not_allowed",
+            ),
+            RateLimited { kind, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, *kind, "rate_limit_exceeded")
+            }
+            LimiterUnavailable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "rate_limiter_unavailable",
+            ),
         };
         ErrorClass { status, kind, code }
     }
 
-    /// The response a client receives for this error.
+    /// The response a client receives for this error: the JSON body, and `Retry-After` on
+    /// 429 and 503 from rate limits, `WWW-Authenticate: Bearer` on 401.
     pub fn into_response(self) -> Response<Body> {
         let class = self.class();
-        json_error(class.status, &self.to_string(), class.kind, class.code)
+        let mut response = json_error(class.status, &self.to_string(), class.kind, class.code);
+        let headers = response.headers_mut();
+        if let ProxyError::RateLimited { retry_after, .. }
+        | ProxyError::LimiterUnavailable { retry_after, .. } = &self
+        {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_secs(*retry_after)),
+            );
+        }
+        if let ProxyError::MissingApiKey { .. } | ProxyError::InvalidApiKey = &self {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
     }
+}
+
+/// Whole seconds to wait, rounded up, at least 1: a client that waits this long finds room.
+fn retry_secs(wait: Duration) -> u64 {
+    let secs = wait.as_nanos().div_ceil(1_000_000_000).max(1);
+    u64::try_from(secs).unwrap_or(u64::MAX)
 }
 
 /// An OpenAI-style error response: `{"error":{"message","type","code"}}`.

@@ -17,9 +17,13 @@
 //!   HTTP/1.1 and HTTP/2 on them.
 //! - [`tls`]: the HTTPS side: certificates from PEM, SNI selection, the server config, the
 //!   handshake.
-//! - [`proxy`]: the request path in call order: `route` → `limit` → `balance` → `forward`
-//!   (with `headers`) → `stream` (the body back, with its timeouts) → `record` (metrics and
-//!   access log once); `upgrade` for WebSocket tunnels.
+//! - [`proxy`]: the request path in call order: `route` → `auth` (API key, consumer, allowed
+//!   routes and models) → `limit` (the body size) → `admit` (rate limits) → `balance` →
+//!   `forward` (with `headers`) → `stream` (the body back, with its timeouts) → `record`
+//!   (metrics, access log and token settlement, once); `upgrade` for WebSocket tunnels.
+//! - [`ratelimit`]: token buckets and in-flight caps: `bucket` (the arithmetic), `local`
+//!   (sharded, bounded in-process store), `redis` (the shared store and its Lua script),
+//!   `key` (what a bucket is per), `limit` (a compiled limit), `metrics`.
 //! - [`llm`]: OpenAI request and response shapes, the SSE parser, usage accounting, GenAI
 //!   metrics.
 //! - [`upstream`]: pooled clients to backends (TLS to `https://` ones in `upstream::tls`), and
@@ -43,6 +47,7 @@ pub mod metrics;
 pub mod mock;
 pub mod monitor;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reload;
 pub mod tls;
 pub mod upstream;

@@ -5,6 +5,7 @@
 //! hashes label values.
 
 use crate::llm::metrics::LlmMetrics;
+use crate::ratelimit::metrics::AccessMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -42,6 +43,8 @@ pub struct Metrics {
     pub config_version: IntGaugeVec,
     /// The GenAI metrics of LLM routes.
     pub llm: LlmMetrics,
+    /// API-key auth and rate-limit metrics.
+    pub access: AccessMetrics,
     /// `sluice_websocket_tunnels_open`.
     pub websocket_open: IntGauge,
     /// `sluice_websocket_bytes_total{direction="client_to_upstream"}`.
@@ -146,6 +149,7 @@ impl Metrics {
                 &["version"],
             ),
             llm: LlmMetrics::register(&registry).expect("LLM metric names are unique"),
+            access: AccessMetrics::register(&registry).expect("access metric names are unique"),
             websocket_open: gauge(
                 "sluice_websocket_tunnels_open",
                 "WebSocket tunnels open now.",

@@ -1,9 +1,11 @@
-//! The request path, in call order: route → limit the body → read an LLM request →
-//! pick a backend → forward → stream the answer back → count and log.
+//! The request path, in call order: route → authenticate → limit the body → read an LLM
+//! request → rate limits → pick a backend → forward → stream the answer back → count and log.
 //!
 //! [`Proxy::handle`] cannot fail: it calls [`Proxy::handle_inner`], which returns a
 //! `Result`, and turns an error into an OpenAI-style JSON answer in one place.
 
+mod admit;
+pub mod auth;
 pub mod balance;
 pub mod forward;
 pub mod headers;
@@ -32,6 +34,7 @@ use crate::error::ProxyError;
 use crate::llm::request::{add_include_usage, LlmRequest};
 use crate::llm::tap::LlmTap;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
 use forward::Downstream;
 use limit::LimitedBody;
 use record::{Entry, LlmEntry, Record, CLIENT_CLOSED};
@@ -58,6 +61,8 @@ pub struct Proxy {
     pub settings: ServerSettings,
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
+    /// Every rate limit's buckets and in-flight counts; outlives reloads.
+    pub limiter: Arc<Limiter>,
 }
 
 impl Proxy {
@@ -89,6 +94,9 @@ impl Proxy {
                 error: None,
                 outcome: "client_gone",
                 llm: None,
+                consumer: None,
+                admission: None,
+                rate_headers: None,
             },
         };
         // Boxed: hyper moves the request's future into place, and unboxed it would be a
@@ -112,6 +120,9 @@ impl Proxy {
             response
                 .headers_mut()
                 .insert(headers::REQUEST_ID.clone(), id.clone());
+        }
+        if let Some(rate) = &entry.rate_headers {
+            rate.apply(response.headers_mut());
         }
         entry.status = response.status().as_u16();
         entry.outcome = "complete";
@@ -178,6 +189,21 @@ impl Proxy {
         let route = &snapshot.routes[matched.route];
         let cluster = &route.cluster;
 
+        // Authenticate: who is calling, and may they use this route.
+        let access = &self.metrics.access;
+        let consumer = auth::authenticate(
+            &snapshot.consumers,
+            &route.name,
+            &route.auth,
+            &mut parts.headers,
+            access,
+        )?;
+        if let Some(consumer) = &consumer {
+            record.consumer = Some(Arc::clone(&consumer.name));
+            auth::check_route(consumer, &route.name, access)?;
+        }
+        let rate_limits = admit::applicable(route, consumer.as_deref());
+
         // A WebSocket handshake becomes a tunnel, if the route allows one.
         if upgrade::is_websocket(&parts) {
             let Some(limits) = route.websocket else {
@@ -185,6 +211,12 @@ impl Proxy {
                     route: route.name.clone(),
                 });
             };
+            let asked = admit::Asked {
+                upgrade: true,
+                ..admit::Asked::default()
+            };
+            self.admit(&rate_limits, &parts, conn, route, &asked, record)
+                .await?;
             let client = upgrade::client_side(&mut parts)?;
             let index = cluster
                 .balancer
@@ -223,21 +255,44 @@ impl Proxy {
         }
         let body = LimitedBody::new(incoming, limit);
 
-        // Read an LLM request: the whole body, for its model and stream options.
-        let body = if is_llm(route, &parts.method, parts.uri.path()) {
+        // Read an LLM request: the whole body, for its model and stream options. Auth and
+        // limits may need it too: for a consumer's model rules, or a token estimate.
+        let llm = is_llm(route, &parts.method, parts.uri.path());
+        let mut asked = admit::Asked::default();
+        let body = if llm || admit::needs_body(consumer.as_deref(), &rate_limits) {
             let bytes = read_body(body).await?;
             record.bytes_in = bytes.len() as u64;
-            let (bytes, llm) = self.inspect(route, parts.uri.path(), bytes);
-            if bytes.len() as u64 != record.bytes_in {
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            asked.body_len = bytes.len();
+            let bytes = if llm {
+                let (bytes, llm) = self.inspect(route, parts.uri.path(), bytes);
+                if bytes.len() as u64 != record.bytes_in {
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                }
+                if consumer.is_some() || !rate_limits.is_empty() {
+                    asked.model.clone_from(&llm.model);
+                    asked.max_output = llm.max_output_tokens;
+                }
+                record.llm = Some(Box::new(llm));
+                bytes
+            } else {
+                let request = LlmRequest::parse(&bytes).unwrap_or_default();
+                asked.model = request.model;
+                asked.max_output = request.max_output_tokens;
+                bytes
+            };
+            if let (Some(consumer), false) = (&consumer, bytes.is_empty()) {
+                auth::check_model(consumer, asked.model.as_deref(), access)?;
             }
-            record.llm = Some(Box::new(llm));
             body::full(bytes)
         } else {
             body::boxed(body)
         };
+
+        // Rate limits: every one that applies must have room.
+        self.admit(&rate_limits, &parts, conn, route, &asked, record)
+            .await?;
         let mut req = Request::from_parts(parts, body);
 
         // Pick a backend and forward.
@@ -278,6 +333,7 @@ impl Proxy {
         };
         let mut entry = LlmEntry {
             model: request.model.clone(),
+            max_output_tokens: request.max_output_tokens,
             ..LlmEntry::default()
         };
         // Only the (chat) completions APIs have `stream_options`; the Responses API reports

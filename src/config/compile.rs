@@ -3,6 +3,7 @@
 //! A bad value never becomes a runtime object: each check sits where the object is built, and
 //! every failure is collected with its file and key so that one run reports all of them.
 
+mod limits;
 mod tls;
 
 use std::collections::HashMap;
@@ -96,6 +97,7 @@ pub fn static_config(
         errors.push("log.level", reason);
     }
     let reload = reload_settings(&main.reload, &mut errors);
+    let (redis, ratelimit) = limits::static_settings(main, &mut errors);
     if list.len() > before {
         return None;
     }
@@ -119,6 +121,8 @@ pub fn static_config(
         upstream: main.upstream.clone(),
         log: main.log.clone(),
         reload,
+        redis,
+        ratelimit,
     })
 }
 
@@ -223,6 +227,7 @@ pub fn snapshot_with(
         }
     }
 
+    let access = limits::compile(sources, metrics, &mut list);
     let by_name: HashMap<&str, &Arc<Cluster>> =
         clusters.iter().map(|c| (c.name.as_str(), c)).collect();
     let mut routes = Vec::new();
@@ -256,7 +261,7 @@ pub fn snapshot_with(
                     ),
                 );
             }
-            if let Some(route) = route(&key, r, target, metrics, &mut errors) {
+            if let Some(route) = route(&key, r, target, &access, metrics, &mut errors) {
                 routes.push(route);
             }
         }
@@ -274,6 +279,7 @@ pub fn snapshot_with(
         tls,
         cert_expiry: notes.cert_expiry,
         warnings: notes.warnings,
+        consumers: access.consumers,
     })
 }
 
@@ -484,6 +490,7 @@ fn route(
     key: &str,
     r: &file::Route,
     cluster: Option<&Arc<Cluster>>,
+    access: &limits::Access,
     metrics: &Metrics,
     errors: &mut Errors,
 ) -> Option<Route> {
@@ -552,6 +559,7 @@ fn route(
         &r.response_headers,
         errors,
     );
+    let (auth, limits) = limits::route_access(key, r, access, errors);
     if errors.list.len() > before {
         return None;
     }
@@ -587,6 +595,8 @@ fn route(
         include_usage: r.include_usage,
         sse_error_event: r.sse_error_event,
         websocket,
+        auth,
+        limits,
     })
 }
 

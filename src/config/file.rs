@@ -4,12 +4,17 @@
 //! objects. Every default is stated once, in the `Default` impl or `default_*` function beside
 //! the field, and mirrored in `conf/sluice.toml`.
 
+mod limits;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 
 use super::units::{ByteSize, HumanDuration};
+pub use limits::{
+    AuthMode, Consumer, Limit, LimitBackend, OnRedisError, OneOrMany, RateLimit, Redis,
+};
 
 /// The main config file: the static part and, optionally, dynamic sections.
 #[derive(Debug, Default, Deserialize)]
@@ -44,9 +49,21 @@ pub struct MainFile {
     pub certificates: Vec<Certificate>,
     /// Settings of the HTTPS listener that reload with the certificates (client certificates).
     pub tls: Option<Tls>,
+    /// The Redis server of `backend = "redis"` limits; static.
+    pub redis: Option<Redis>,
+    /// Bounds of the local rate-limit store; static.
+    #[serde(default)]
+    pub ratelimit: RateLimit,
+    /// API-key holders defined in this file.
+    #[serde(default)]
+    pub consumers: Vec<Consumer>,
+    /// Rate limits defined in this file.
+    #[serde(default)]
+    pub limits: Vec<Limit>,
 }
 
-/// A file of the dynamic directory: routes, clusters, certificates and `[tls]` only.
+/// A file of the dynamic directory: routes, clusters, certificates, `[tls]`, consumers and
+/// limits only.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DynamicFile {
@@ -57,6 +74,10 @@ pub struct DynamicFile {
     #[serde(default)]
     pub certificates: Vec<Certificate>,
     pub tls: Option<Tls>,
+    #[serde(default)]
+    pub consumers: Vec<Consumer>,
+    #[serde(default)]
+    pub limits: Vec<Limit>,
 }
 
 /// `[[certificates]]`: a certificate chain and its key, served to clients whose SNI names
@@ -390,6 +411,15 @@ pub struct Route {
     pub first_byte_timeout: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
     pub total_timeout: Option<HumanDuration>,
+    /// Whether callers need an API key: `off` (default), `optional` or `required`.
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// A further header the API key may come in, read before `Authorization: Bearer` and
+    /// `x-api-key`.
+    pub auth_header: Option<String>,
+    /// Names of `[[limits]]` applied to every request of this route.
+    #[serde(default)]
+    pub limits: Vec<String>,
 }
 
 /// When a route reads requests as LLM calls.

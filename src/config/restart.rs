@@ -6,7 +6,7 @@
 //! silently ignored. Each section is destructured field by field, so a new key cannot be
 //! added to `file.rs` without deciding here whether it needs a restart.
 
-use super::file::{Listen, Log, MainFile, Reload, Server};
+use super::file::{Listen, Log, MainFile, RateLimit, Redis, Reload, Server};
 
 /// The main file's static sections, as written (before command-line overrides such as
 /// `--http`, which a file cannot change anyway).
@@ -19,6 +19,8 @@ pub struct StaticSections {
     /// Where the dynamic files are read from; a new value needs a restart, and until then
     /// reloads read the directory the process started with.
     pub dynamic_dir: Option<String>,
+    redis: Option<Redis>,
+    ratelimit: RateLimit,
 }
 
 impl StaticSections {
@@ -31,7 +33,11 @@ impl StaticSections {
             log,
             reload,
             dynamic_dir,
+            redis,
+            ratelimit,
             // The dynamic part: a reload applies these.
+            consumers: _,
+            limits: _,
             upstream: _,
             clusters: _,
             routes: _,
@@ -44,6 +50,8 @@ impl StaticSections {
             log: log.clone(),
             reload: reload.clone(),
             dynamic_dir: dynamic_dir.clone(),
+            redis: redis.clone(),
+            ratelimit: ratelimit.clone(),
         }
     }
 
@@ -128,6 +136,9 @@ impl StaticSections {
             "reload.watch_debounce",
             *watch_debounce == new.reload.watch_debounce,
         );
+        // The rate-limit store and its Redis are built once, at start.
+        check("redis", self.redis == new.redis);
+        check("ratelimit", self.ratelimit == new.ratelimit);
         keys
     }
 }

@@ -12,8 +12,10 @@ use http::{HeaderName, HeaderValue};
 use crate::config::file::{LlmMode, UpstreamProtocol};
 use crate::config::ConfigError;
 use crate::metrics::{ClusterMetrics, RouteMetrics};
+use crate::proxy::auth::{Consumers, RouteAuth};
 use crate::proxy::balance::RoundRobin;
 use crate::proxy::route::{RouteMatcher, Router};
+use crate::ratelimit::Limit;
 use crate::upstream::Target;
 
 /// One version of the routing config.
@@ -38,6 +40,9 @@ pub struct Snapshot {
     /// Problems that do not stop the config (an expired certificate, verification turned
     /// off): logged at every load and printed by `sluice check`.
     pub warnings: Vec<ConfigError>,
+    /// API-key holders by key hash. (Their buckets live in the proxy's `Limiter`, not
+    /// here, so that a reload keeps them.)
+    pub consumers: Consumers,
 }
 
 /// A compiled route.
@@ -59,6 +64,10 @@ pub struct Route {
     pub sse_error_event: bool,
     /// `Some` when WebSocket upgrades are allowed.
     pub websocket: Option<WebSocketLimits>,
+    /// Whether callers need an API key, and where it may come from.
+    pub auth: RouteAuth,
+    /// Rate limits applied to every request of this route, before the consumer's own.
+    pub limits: Vec<Arc<Limit>>,
 }
 
 /// Bounds on a WebSocket tunnel; `None` is off.

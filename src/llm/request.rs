@@ -15,10 +15,13 @@ pub struct LlmRequest {
     pub include_usage: Option<bool>,
     /// Whether the body has a `stream_options` key at all (maybe without `include_usage`).
     pub has_stream_options: bool,
+    /// The most output tokens it asks for: `max_completion_tokens`, `max_tokens` or
+    /// `max_output_tokens` (Responses API), the first one set; for token-limit estimates.
+    pub max_output_tokens: Option<u64>,
 }
 
 impl LlmRequest {
-    /// Reads a request body; `None` when it is not a JSON object. Only the three top-level
+    /// Reads a request body; `None` when it is not a JSON object. Only the top-level
     /// members sluice needs are kept; the rest is skipped without being built, so a large
     /// prompt costs one scan and no allocation.
     pub fn parse(body: &[u8]) -> Option<LlmRequest> {
@@ -47,8 +50,11 @@ impl<'de> Visitor<'de> for TopLevel {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LlmRequest, A::Error> {
         let mut request = LlmRequest::default();
+        // max_completion_tokens, max_tokens, max_output_tokens: the first one set counts.
+        let mut limits = [None; 3];
         while let Some(key) = map.next_key::<Key>()? {
             match key {
+                Key::MaxTokens(i) => limits[i] = map.next_value::<MaybeU64>()?.0,
                 Key::Model => request.model = map.next_value::<MaybeString>()?.0,
                 Key::Stream => request.stream = map.next_value::<Option<bool>>()?.unwrap_or(false),
                 Key::StreamOptions => {
@@ -60,6 +66,7 @@ impl<'de> Visitor<'de> for TopLevel {
                 }
             }
         }
+        request.max_output_tokens = limits.into_iter().flatten().next();
         Ok(request)
     }
 }
@@ -69,6 +76,8 @@ enum Key {
     Model,
     Stream,
     StreamOptions,
+    /// 0: `max_completion_tokens`, 1: `max_tokens`, 2: `max_output_tokens`.
+    MaxTokens(usize),
     Other,
 }
 
@@ -85,6 +94,9 @@ impl<'de> de::Deserialize<'de> for Key {
                     "model" => Key::Model,
                     "stream" => Key::Stream,
                     "stream_options" => Key::StreamOptions,
+                    "max_completion_tokens" => Key::MaxTokens(0),
+                    "max_tokens" => Key::MaxTokens(1),
+                    "max_output_tokens" => Key::MaxTokens(2),
                     _ => Key::Other,
                 })
             }
@@ -129,6 +141,49 @@ impl<'de> de::Deserialize<'de> for MaybeString {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeString, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(MaybeString(None))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A token count when the value is a whole number; anything else (a malformed value must
+/// not hide the model) reads as none.
+struct MaybeU64(Option<u64>);
+
+impl<'de> de::Deserialize<'de> for MaybeU64 {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MaybeU64;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(MaybeU64(Some(v)))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MaybeU64(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeU64(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeU64(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MaybeU64(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(MaybeU64(None))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeU64(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(MaybeU64(None))
             }
         }
         deserializer.deserialize_any(V)
@@ -238,6 +293,11 @@ mod tests {
         assert!(!r.needs_usage());
         let r = LlmRequest::parse(br#"{"model":"m","stream":true}"#).unwrap();
         assert!(r.needs_usage());
+        assert_eq!(r.max_output_tokens, None);
+        let r = LlmRequest::parse(br#"{"model":"m","max_tokens":"x","max_output_tokens":9}"#);
+        assert_eq!(r.unwrap().max_output_tokens, Some(9));
+        let r = LlmRequest::parse(br#"{"max_tokens":5,"max_completion_tokens":7}"#);
+        assert_eq!(r.unwrap().max_output_tokens, Some(7));
         let r = LlmRequest::parse(br#"{"model":7}"#).unwrap();
         assert_eq!(r.model, None);
         assert!(LlmRequest::parse(b"not json").is_none());

@@ -11,6 +11,7 @@ use crate::config::Snapshot;
 use crate::llm::metrics::Finished;
 use crate::llm::tap::LlmTap;
 use crate::metrics::Metrics;
+use crate::ratelimit::{Admission, RateHeaders};
 
 /// The status logged for a request whose client left before the response head, as nginx
 /// logs it.
@@ -50,6 +51,12 @@ pub struct Entry {
     pub outcome: &'static str,
     /// Set on LLM requests.
     pub llm: Option<Box<LlmEntry>>,
+    /// The consumer named by the request's API key.
+    pub consumer: Option<Arc<str>>,
+    /// The request's hold on its rate limits: settled and released when this is dropped.
+    pub admission: Option<Admission>,
+    /// The `x-ratelimit-*` headers for the answer, on routes with limits.
+    pub rate_headers: Option<RateHeaders>,
 }
 
 /// What an LLM request asked for and what its answer reported.
@@ -58,12 +65,22 @@ pub struct LlmEntry {
     pub model: Option<String>,
     /// sluice added `stream_options.include_usage` to the request.
     pub usage_injected: bool,
+    /// The request's `max_completion_tokens`, `max_tokens` or `max_output_tokens`.
+    pub max_output_tokens: Option<u64>,
     /// Observations of the answer; `None` until there is one.
     pub tap: Option<LlmTap>,
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
+        // Token limits settle first, so that once a request is counted its usage is too.
+        if let Some(admission) = self.entry.admission.take() {
+            let tap = self.entry.llm.as_deref().and_then(|l| l.tap.as_ref());
+            let used = tap
+                .and_then(|t| t.usage)
+                .map(|u| u.input + u.output.unwrap_or(0));
+            admission.settle(used, self.entry.error.is_none());
+        }
         let entry = &self.entry;
         let elapsed = entry.started.elapsed();
         let route = entry.route.and_then(|i| self.snapshot.routes.get(i));
@@ -101,6 +118,7 @@ impl Drop for Record {
             request_id = entry.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
             client = %entry.peer,
             client_subject = entry.client_subject.as_ref().and_then(|v| v.to_str().ok()),
+            consumer = entry.consumer.as_deref(),
             method = %entry.method,
             path = entry.uri.path(),
             route = route_name,

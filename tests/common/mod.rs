@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod pki;
+pub mod redis;
 pub mod reload;
 
 use std::collections::BTreeMap;

@@ -13,6 +13,7 @@ fn compile(toml: &str, previous: &mut Previous, metrics: &Metrics) -> Snapshot {
     let sources = DynamicSources {
         files: vec![(PathBuf::from("test.toml"), file)],
         version: "test".to_owned(),
+        redis: false,
     };
     snapshot_with(&sources, &UpstreamDefaults::default(), metrics, previous).unwrap()
 }
