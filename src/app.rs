@@ -99,6 +99,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (stop_http, http_rx) = watch::channel(false);
     let (stop_monitor, monitor_rx) = watch::channel(false);
     tokio::spawn(sweep_idle_connections(Arc::clone(&state), http_rx.clone()));
+    tokio::spawn(crate::upstream::check::supervise(
+        Arc::clone(&state),
+        http_rx.clone(),
+    ));
     let https_task = https.map(|https| {
         tokio::spawn(listener::serve_tls(
             https,

@@ -5,6 +5,7 @@
 //! hashes label values.
 
 use crate::llm::metrics::LlmMetrics;
+use crate::upstream::metrics::UpstreamMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -42,6 +43,8 @@ pub struct Metrics {
     pub config_version: IntGaugeVec,
     /// The GenAI metrics of LLM routes.
     pub llm: LlmMetrics,
+    /// Backend health and load, retries, ejections, fallbacks.
+    pub upstream: UpstreamMetrics,
     /// `sluice_websocket_tunnels_open`.
     pub websocket_open: IntGauge,
     /// `sluice_websocket_bytes_total{direction="client_to_upstream"}`.
@@ -146,6 +149,8 @@ impl Metrics {
                 &["version"],
             ),
             llm: LlmMetrics::register(&registry).expect("LLM metric names are unique"),
+            upstream: UpstreamMetrics::register(&registry)
+                .expect("upstream metric names are unique"),
             websocket_open: gauge(
                 "sluice_websocket_tunnels_open",
                 "WebSocket tunnels open now.",
