@@ -323,11 +323,10 @@ impl Proxy {
         };
         let client = upgrade::client_side(&mut parts)?;
         let cluster = &route.cluster;
-        let now = Instant::now();
         let backends = &cluster.backends;
         let index = cluster
             .balancer
-            .pick(backends, None, |i| backends[i].state.is_healthy(now))
+            .pick(backends, None, |i| backends[i].state.healthy())
             .or_else(|| cluster.balancer.pick(backends, None, |_| true))
             .ok_or_else(|| ProxyError::NoBackend {
                 cluster: cluster.name.clone(),

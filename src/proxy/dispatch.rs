@@ -281,9 +281,8 @@ fn hash_key(
 
 /// A healthy backend not tried yet, preferring one with room under the concurrency cap.
 fn pick(cluster: &Cluster, tried: &[usize], key: Option<u64>) -> Option<usize> {
-    let now = Instant::now();
     let backends = &cluster.backends;
-    let healthy = |i: usize| !tried.contains(&i) && backends[i].state.is_healthy(now);
+    let healthy = |i: usize| !tried.contains(&i) && backends[i].state.healthy();
     match cluster.concurrency {
         None => cluster.balancer.pick(backends, key, healthy),
         Some(cap) => {

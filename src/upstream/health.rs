@@ -133,6 +133,20 @@ impl BackendState {
         self.down(now).is_none()
     }
 
+    /// Whether the backend may be picked now, reading the clock only when it was ejected
+    /// or paused at some point (the request path's check: three relaxed loads otherwise).
+    pub fn healthy(&self) -> bool {
+        if self.check_down.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.ejected_until.load(Ordering::Relaxed) == 0
+            && self.paused_until.load(Ordering::Relaxed) == 0
+        {
+            return true;
+        }
+        self.is_healthy(Instant::now())
+    }
+
     /// Why the backend is not picked now; `None` when it is healthy.
     pub fn down(&self, now: Instant) -> Option<Down> {
         if self.check_down.load(Ordering::Relaxed) {

@@ -97,16 +97,22 @@ impl Ring {
         if self.points.is_empty() {
             return None;
         }
-        // The bound: ceil(factor × (total load + 1) / accepted backends).
-        let (mut total, mut accepted) = (0u64, 0u64);
-        for i in (0..count).filter(|&i| accept(i)) {
-            total += u64::from(load(i));
-            accepted += 1;
-        }
-        if accepted == 0 {
-            return None;
-        }
-        let limit = (factor * (total + 1) as f64 / accepted as f64).ceil() as u64;
+        // The bound: ceil(factor × (total load + 1) / accepted backends), at least 1, so an
+        // idle backend is always within it; computed only when a loaded one is met.
+        let mut limit: Option<u64> = None;
+        let mut within = |i: usize| {
+            let own = u64::from(load(i));
+            own == 0
+                || own
+                    < *limit.get_or_insert_with(|| {
+                        let (mut total, mut accepted) = (0u64, 0u64);
+                        for j in (0..count).filter(|&j| accept(j)) {
+                            total += u64::from(load(j));
+                            accepted += 1;
+                        }
+                        (factor * (total + 1) as f64 / accepted.max(1) as f64).ceil() as u64
+                    })
+        };
         let start = self.points.partition_point(|&(point, _)| point < key);
         let mut seen = Seen::default();
         let mut first = None;
@@ -118,7 +124,7 @@ impl Ring {
             }
             distinct += 1;
             if accept(i) {
-                if u64::from(load(i)) < limit {
+                if within(i) {
                     return Some(i);
                 }
                 first.get_or_insert(i);
