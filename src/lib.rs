@@ -12,13 +12,16 @@
 //!   HTTP/1.1 and HTTP/2 on them.
 //! - [`tls`]: the HTTPS side: certificates from PEM, SNI selection, the server config, the
 //!   handshake.
-//! - [`proxy`]: the request path in call order: `route` → `limit` → `balance` → `forward`
+//! - [`proxy`]: the request path in call order: `route` (host, path, method, headers, model)
+//!   → `limit` and `buffer` (the body, held when a stage needs it whole) →
+//!   `models_endpoint` → `dispatch` (split, fallbacks, `balance`, slots, `retry`) → `forward`
 //!   (with `headers`) → `stream` (the body back, with its timeouts) → `record` (metrics and
 //!   access log once); `upgrade` for WebSocket tunnels.
-//! - [`llm`]: OpenAI request and response shapes, the SSE parser, usage accounting, GenAI
-//!   metrics.
-//! - [`upstream`]: pooled clients to backends (TLS to `https://` ones in `upstream::tls`), and
-//!   the in-process mock target.
+//! - [`llm`]: OpenAI request and response shapes, model patterns and rewrites, the SSE
+//!   parser, usage accounting, GenAI metrics.
+//! - [`upstream`]: pooled clients to backends (TLS to `https://` ones in `upstream::tls`), the
+//!   in-process mock target, backend health and load (`health`, `check`), provider keys
+//!   (`credentials`), and their metrics and `/status` details.
 //! - [`mock`]: the built-in OpenAI-compatible mock model server behind `mock://` URLs.
 //! - [`monitor`]: `/healthz`, `/readyz`, `/metrics`, `/status` on the monitor port.
 //! - [`metrics`]: the Prometheus registry and per-route handles.
