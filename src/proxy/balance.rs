@@ -179,7 +179,7 @@ impl RoundRobin {
     }
 
     /// The next backend in the schedule that `accept` allows. Rejected slots pass their
-    /// turn to the next ones; after [`SCAN`] rejections it gives up (the caller scans).
+    /// turn to the next ones; after `SCAN` (64) rejections it gives up (the caller scans).
     pub fn pick_where(&self, accept: impl Fn(usize) -> bool) -> Option<usize> {
         let len = self.schedule.len();
         if len == 0 {
@@ -252,5 +252,79 @@ mod tests {
     #[test]
     fn empty_cluster_picks_nothing() {
         assert_eq!(RoundRobin::new(&[]).pick(), None);
+    }
+
+    /// Mock backends `b0`, `b1`, … with weight 1 each.
+    fn backends(n: usize) -> Vec<Backend> {
+        use std::str::FromStr;
+        use std::sync::Arc;
+        (0..n)
+            .map(|i| {
+                let url = format!("mock://b{i}");
+                let uri = http::Uri::from_str(&url).unwrap();
+                let mock = crate::mock::MockBackend::from_uri(&uri).unwrap();
+                Backend {
+                    authority: http::HeaderValue::from_str(mock.name()).unwrap(),
+                    url,
+                    weight: 1,
+                    target: crate::upstream::Target::Mock(mock),
+                    state: Arc::new(crate::upstream::health::BackendState::new()),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backend_in_slow_start_gets_a_small_share_then_all_of_it() {
+        let backends = backends(2);
+        // Backend 1 just came back up: its ramp starts at 10% of a 60 s window.
+        let policy = crate::upstream::health::CheckPolicy {
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        };
+        let now = Instant::now();
+        assert_eq!(backends[1].state.check(false, &policy, now), Some(false));
+        assert_eq!(backends[1].state.check(true, &policy, now), Some(true));
+        let names = ["mock://b0", "mock://b1"];
+        for kind in [LbKind::RoundRobin, LbKind::Random, LbKind::LeastRequest] {
+            let slow = Balancer::new(kind, &[1, 1], &names, 1.25, Some(Duration::from_secs(60)));
+            let mut picks = [0u32; 2];
+            for _ in 0..10_000 {
+                picks[slow.pick(&backends, None, |_| true).unwrap()] += 1;
+            }
+            // Round-robin and random: 10% of its half, about 500. Least request: a tenth
+            // of the weight loses every comparison at equal load.
+            assert!(picks[1] < 1_000, "{kind:?}: {picks:?}");
+            assert!(
+                kind == LbKind::LeastRequest || picks[1] > 200,
+                "{kind:?}: {picks:?}"
+            );
+            // Without slow start the same backend gets its half.
+            let plain = Balancer::new(kind, &[1, 1], &names, 1.25, None);
+            let mut picks = [0u32; 2];
+            for _ in 0..10_000 {
+                picks[plain.pick(&backends, None, |_| true).unwrap()] += 1;
+            }
+            assert!(picks[1] > 4_000, "{kind:?}: {picks:?}");
+        }
+    }
+
+    #[test]
+    fn every_policy_skips_what_accept_refuses() {
+        let backends = backends(4);
+        let names: Vec<&str> = backends.iter().map(|b| b.url.as_str()).collect();
+        for kind in [
+            LbKind::RoundRobin,
+            LbKind::Random,
+            LbKind::LeastRequest,
+            LbKind::ConsistentHash,
+        ] {
+            let balancer = Balancer::new(kind, &[1; 4], &names, 1.25, None);
+            for key in 0..200 {
+                let pick = balancer.pick(&backends, Some(key), |i| i == 2);
+                assert_eq!(pick, Some(2), "{kind:?}");
+            }
+            assert_eq!(balancer.pick(&backends, Some(1), |_| false), None);
+        }
     }
 }

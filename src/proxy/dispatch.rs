@@ -153,12 +153,6 @@ pub async fn send(call: Call<'_>, record: &mut Entry) -> Result<Response<Body>, 
         let mut rotate = false;
         let mut attempt = 0;
         while attempt < attempts {
-            if attempt > 0 && !cluster.retry.budget.try_retry() {
-                cluster.handles.budget_exhausted.inc();
-                tracing::debug!(cluster = %cluster.name, "retry budget spent");
-                break;
-            }
-            attempt += 1;
             let index = match (pick(cluster, &tried, key), tried.last()) {
                 (Some(index), _) => index,
                 (None, Some(&previous)) if rotate => previous,
@@ -174,6 +168,13 @@ pub async fn send(call: Call<'_>, record: &mut Entry) -> Result<Response<Body>, 
                     }
                 },
             };
+            // A retry only once there is somewhere to send it, so no budget is wasted.
+            if attempt > 0 && !cluster.retry.budget.try_retry() {
+                cluster.handles.budget_exhausted.inc();
+                tracing::debug!(cluster = %cluster.name, "retry budget spent");
+                break;
+            }
+            attempt += 1;
             let key_index = match &cluster.credentials {
                 None => None,
                 Some(keys) => match keys.pick(&throttled_keys) {
@@ -211,7 +212,7 @@ pub async fn send(call: Call<'_>, record: &mut Entry) -> Result<Response<Body>, 
                 }
             }
             match retry {
-                Some(reason) if attempt < attempts || more_clusters => {
+                Some(reason) if attempt < attempts || (more_clusters && resendable) => {
                     cluster.handles.retry(reason);
                     tracing::debug!(
                         cluster = %cluster.name,

@@ -178,8 +178,8 @@ impl BackendState {
             return 1.0;
         }
         let now = self.now_ms(now);
-        if now <= up {
-            // Still down: a pick only happens in panic mode.
+        if now < up {
+            // Still ejected: a pick only happens in panic mode.
             return 1.0;
         }
         let elapsed = Duration::from_millis(now - up);
