@@ -318,3 +318,16 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::refused_stream;
+
+    #[test]
+    fn a_refused_stream_is_told_apart_from_other_resets() {
+        // hyper puts h2's error in the source chain of its own.
+        assert!(refused_stream(&h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert!(!refused_stream(&h2::Error::from(h2::Reason::CANCEL)));
+        assert!(!refused_stream(&std::io::Error::other("reset")));
+    }
+}
