@@ -3,52 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
+use common::binary::{self, signal};
 use common::get;
 use common::reload::eventually;
 
-/// The binary, started with `dir/sluice.toml`; returns it and its bound (http, monitor)
-/// addresses, read from its `listening` log line.
+/// The binary, started with `dir/sluice.toml`.
 fn spawn_gateway(dir: &std::path::Path) -> (Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "-c"])
-        .arg(dir.join("sluice.toml"))
-        .args(["--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0"])
-        .args(["--log-format", "json", "--log-level", "info"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (http, monitor) = loop {
-        let line = lines
-            .next()
-            .expect("gateway exited before listening")
-            .unwrap();
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if event["message"] == "listening" {
-            break (
-                event["http"].as_str().unwrap().parse().unwrap(),
-                event["monitor"].as_str().unwrap().parse().unwrap(),
-            );
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, http, monitor)
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    binary::spawn(&dir.join("sluice.toml"))
 }
 
 fn routes(names: &[&str]) -> String {

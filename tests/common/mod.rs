@@ -1,6 +1,7 @@
 //! Test support: a real gateway on 127.0.0.1:0, builder-made upstreams, a small client.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod check;
 pub mod pki;
 pub mod redis;
