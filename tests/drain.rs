@@ -10,9 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::binary::{self, signal};
 use common::{get, Upstream};
-use http::Response;
 use http_body_util::Full;
-use tokio::sync::{mpsc, oneshot};
 
 /// The binary, started with `toml` written to `dir/sluice.toml`.
 fn spawn_gateway(dir: &std::path::Path, toml: &str) -> (Child, SocketAddr, SocketAddr) {
@@ -24,17 +22,7 @@ fn spawn_gateway(dir: &std::path::Path, toml: &str) -> (Child, SocketAddr, Socke
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     // An upstream that holds each request until the test releases it.
-    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
-    let upstream = Upstream::start(move |_| {
-        let arrived_tx = arrived_tx.clone();
-        async move {
-            let (release_tx, release) = oneshot::channel();
-            arrived_tx.send(release_tx).unwrap();
-            let _ = release.await;
-            Response::new(Full::new(Bytes::from_static(b"finished")))
-        }
-    })
-    .await;
+    let (upstream, mut arrived) = Upstream::held(b"finished").await;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, http, monitor) = spawn_gateway(
         dir.path(),
@@ -75,17 +63,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
 #[tokio::test]
 async fn sigterm_sends_goaway_to_http2_clients_and_lets_their_streams_finish() {
-    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
-    let upstream = Upstream::start(move |_| {
-        let arrived_tx = arrived_tx.clone();
-        async move {
-            let (release_tx, release) = oneshot::channel();
-            arrived_tx.send(release_tx).unwrap();
-            let _ = release.await;
-            Response::new(Full::new(Bytes::from_static(b"finished")))
-        }
-    })
-    .await;
+    let (upstream, mut arrived) = Upstream::held(b"finished").await;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, http, _) = spawn_gateway(
         dir.path(),
@@ -181,17 +159,7 @@ where
 
 #[tokio::test]
 async fn a_request_still_running_at_the_drain_timeout_is_cut_and_the_process_exits() {
-    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
-    let upstream = Upstream::start(move |_| {
-        let arrived_tx = arrived_tx.clone();
-        async move {
-            let (release_tx, release) = oneshot::channel();
-            arrived_tx.send(release_tx).unwrap();
-            let _ = release.await;
-            Response::new(Full::new(Bytes::from_static(b"too late")))
-        }
-    })
-    .await;
+    let (upstream, mut arrived) = Upstream::held(b"too late").await;
     let dir = tempfile::tempdir().unwrap();
     let (mut child, http, _) = spawn_gateway(
         dir.path(),

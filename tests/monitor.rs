@@ -98,19 +98,7 @@ async fn counters_move_when_requests_pass() {
 
 #[tokio::test]
 async fn a_client_that_leaves_before_the_answer_is_still_counted() {
-    use bytes::Bytes;
-    use tokio::sync::{mpsc, oneshot};
-    let (arrived_tx, mut arrived) = mpsc::unbounded_channel::<oneshot::Sender<()>>();
-    let upstream = Upstream::start(move |_| {
-        let arrived_tx = arrived_tx.clone();
-        async move {
-            let (release_tx, release) = oneshot::channel();
-            arrived_tx.send(release_tx).unwrap();
-            let _ = release.await;
-            http::Response::new(http_body_util::Full::new(Bytes::from_static(b"late")))
-        }
-    })
-    .await;
+    let (upstream, mut arrived) = Upstream::held(b"late").await;
     let gw = Gateway::start(&format!(
         "[[clusters]]\nname = \"slow\"\nbackends = [{{ url = \"{}\" }}]\n\
          [[routes]]\nname = \"all\"\ncluster = \"slow\"\n",

@@ -146,6 +146,28 @@ impl Upstream {
         .await
     }
 
+    /// Holds each request until the test releases it: every arrival sends its release
+    /// handle on the returned channel, and the answer is `body` once released.
+    pub async fn held(
+        body: &'static [u8],
+    ) -> (
+        Upstream,
+        tokio::sync::mpsc::UnboundedReceiver<tokio::sync::oneshot::Sender<()>>,
+    ) {
+        let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let upstream = Upstream::start(move |_| {
+            let arrived_tx = arrived_tx.clone();
+            async move {
+                let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
+                let _ = arrived_tx.send(release_tx);
+                let _ = release.await;
+                Response::new(Full::new(Bytes::from_static(body)))
+            }
+        })
+        .await;
+        (upstream, arrived)
+    }
+
     /// Answers each request with `handler`, after reading its whole body.
     pub async fn start<F, Fut>(handler: F) -> Upstream
     where
