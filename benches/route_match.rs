@@ -137,6 +137,7 @@ fn matcher(hosts: Vec<String>, path: PathMatch) -> RouteMatcher {
         path,
         methods: Vec::new(),
         headers: Vec::new(),
+        models: None,
     }
 }
 

@@ -86,6 +86,9 @@ pub struct ServerSettings {
     pub max_header_size: usize,
     pub max_headers: usize,
     pub max_request_body: u64,
+    /// The largest body held in memory (model routing, LLM reading, retries); at most
+    /// `max_request_body`.
+    pub max_buffered_body: u64,
     pub http2: bool,
     pub shutdown_delay: Duration,
     pub drain_timeout: Duration,

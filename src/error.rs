@@ -30,9 +30,29 @@ pub enum ProxyError {
     /// The client: its request body could not be read (it went away, or broke the framing).
     #[error("{0}")]
     ClientBody(String),
+    /// The client: a route needs the JSON body's `model`, and the body is not JSON.
+    #[error("the request body is not a JSON object: {0}")]
+    InvalidJson(String),
+    /// The client: a route needs the JSON body's `model`, and there is none.
+    #[error("the request body has no `model`; this endpoint routes on it")]
+    ModelMissing,
+    /// The client: the JSON body's `model` is not a string.
+    #[error("`model` must be a string")]
+    ModelNotString,
+    /// The client: `GET …/models/{id}` of a name that sluice does not serve.
+    #[error("the model `{0}` does not exist")]
+    ModelNotFound(String),
     /// The cluster has no backend to send to.
     #[error("cluster `{cluster}` has no backend available")]
     NoBackend { cluster: String },
+    /// No backend of the cluster (nor of the route's fallbacks) is healthy, and the cluster's
+    /// `panic_mode` is `fail`.
+    #[error("cluster `{cluster}` has no healthy backend")]
+    NoHealthyBackend { cluster: String },
+    /// The backend is at its concurrency cap and its queue is full or timed out; the client
+    /// may come back after `retry_after` seconds.
+    #[error("cluster `{cluster}` is at its concurrency limit; retry after {retry_after}s")]
+    BackendOverloaded { cluster: String, retry_after: u64 },
     /// The upstream: the TCP connection was refused, reset or could not be made.
     #[error("cannot connect to the upstream: {0}")]
     Connect(String),
@@ -55,6 +75,12 @@ pub enum ProxyError {
     /// The upstream: the whole exchange took longer than the total timeout.
     #[error("the upstream exchange exceeded the total timeout of {0:?}")]
     TotalTimeout(Duration),
+    /// The upstream: no response head within the cluster's `retry.per_try_timeout`.
+    #[error("the upstream sent no response headers within the per-try timeout of {0:?}")]
+    PerTryTimeout(Duration),
+    /// The upstream: an HTTP/2 backend refused the stream before processing it.
+    #[error("the upstream refused the stream: {0}")]
+    RefusedStream(String),
     /// The upstream: it answered with something that is not HTTP, or closed early.
     #[error("the upstream failed: {0}")]
     Upstream(String),
@@ -136,10 +162,40 @@ impl ProxyError {
                 "invalid_request_error",
                 "request_body_error",
             ),
+            InvalidJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_json",
+            ),
+            ModelMissing => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "model_required",
+            ),
+            ModelNotString => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_model",
+            ),
+            ModelNotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
             NoBackend { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "upstream_error",
                 "no_backend_available",
+            ),
+            NoHealthyBackend { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "no_healthy_backend",
+            ),
+            BackendOverloaded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "backend_overloaded",
             ),
             Connect(_) => (
                 StatusCode::BAD_GATEWAY,
@@ -176,6 +232,16 @@ impl ProxyError {
                 "upstream_error",
                 "upstream_total_timeout",
             ),
+            PerTryTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_per_try_timeout",
+            ),
+            RefusedStream(_) => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_refused_stream",
+            ),
             Upstream(_) => (StatusCode::BAD_GATEWAY, "upstream_error", "bad_gateway"),
             MissingApiKey { .. } => (
                 StatusCode::UNAUTHORIZED,
@@ -210,7 +276,7 @@ impl ProxyError {
     }
 
     /// The response a client receives for this error: the JSON body, and `Retry-After` on
-    /// 429 and 503 from rate limits, `WWW-Authenticate: Bearer` on 401.
+    /// 429 and 503 from rate limits and full backends, `WWW-Authenticate: Bearer` on 401.
     pub fn into_response(self) -> Response<Body> {
         let class = self.class();
         let mut response = json_error(class.status, &self.to_string(), class.kind, class.code);
@@ -222,6 +288,9 @@ impl ProxyError {
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_secs(*retry_after)),
             );
+        }
+        if let ProxyError::BackendOverloaded { retry_after, .. } = &self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         if let ProxyError::MissingApiKey { .. } | ProxyError::InvalidApiKey = &self {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -17,17 +17,20 @@
 //!   HTTP/1.1 and HTTP/2 on them.
 //! - [`tls`]: the HTTPS side: certificates from PEM, SNI selection, the server config, the
 //!   handshake.
-//! - [`proxy`]: the request path in call order: `route` → `auth` (API key, consumer, allowed
-//!   routes and models) → `limit` (the body size) → `admit` (rate limits) → `balance` →
-//!   `forward` (with `headers`) → `stream` (the body back, with its timeouts) → `record`
-//!   (metrics, access log and token settlement, once); `upgrade` for WebSocket tunnels.
+//! - [`proxy`]: the request path in call order: `route` (host, path, method, headers, model)
+//!   → `auth` (API key, consumer, allowed routes and models) → `limit` and `buffer` (the
+//!   body, held when a stage needs it whole) → `models_endpoint` → `admit` (rate limits) →
+//!   `dispatch` (split, fallbacks, `balance`, slots, `retry`) → `forward` (with `headers`) →
+//!   `stream` (the body back, with its timeouts) → `record` (metrics, access log and token
+//!   settlement, once); `upgrade` for WebSocket tunnels.
 //! - [`ratelimit`]: token buckets and in-flight caps: `bucket` (the arithmetic), `local`
 //!   (sharded, bounded in-process store), `redis` (the shared store and its Lua script),
 //!   `key` (what a bucket is per), `limit` (a compiled limit), `metrics`.
-//! - [`llm`]: OpenAI request and response shapes, the SSE parser, usage accounting, GenAI
-//!   metrics.
-//! - [`upstream`]: pooled clients to backends (TLS to `https://` ones in `upstream::tls`), and
-//!   the in-process mock target.
+//! - [`llm`]: OpenAI request and response shapes, model patterns and rewrites, the SSE
+//!   parser, usage accounting, GenAI metrics.
+//! - [`upstream`]: pooled clients to backends (TLS to `https://` ones in `upstream::tls`), the
+//!   in-process mock target, backend health and load (`health`, `check`), provider keys
+//!   (`credentials`), and their metrics and `/status` details.
 //! - [`mock`]: the built-in OpenAI-compatible mock model server behind `mock://` URLs.
 //! - [`monitor`]: `/healthz`, `/readyz`, `/metrics`, `/status` and `/reload/<name>` on the
 //!   monitor port.

@@ -1,8 +1,9 @@
 //! LLM awareness: what OpenAI-style requests ask for and what their answers report.
 //!
-//! Everything here observes; the bytes forwarded are the bytes received, except for the one
-//! documented edit of [`request::add_include_usage`].
+//! Everything here observes; the bytes forwarded are the bytes received, except for the
+//! documented edits of [`request::add_include_usage`] and [`models::replace_model`].
 //!
+//! - [`models`]: model conditions of routes, aliases and rewrites, the `/v1/models` list.
 //! - [`request`]: the model, `stream` and `stream_options` of a request body.
 //! - [`sse`]: the incremental event-stream parser that runs beside the forwarded bytes.
 //! - [`usage`]: usage, finish reason and output detection in response JSON.
@@ -11,6 +12,7 @@
 //! - [`metrics`]: the GenAI metrics and the bound on model label values.
 
 pub mod metrics;
+pub mod models;
 pub mod request;
 pub mod sse;
 pub mod strip;

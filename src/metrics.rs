@@ -6,6 +6,7 @@
 
 use crate::llm::metrics::LlmMetrics;
 use crate::ratelimit::metrics::AccessMetrics;
+use crate::upstream::metrics::UpstreamMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -45,6 +46,8 @@ pub struct Metrics {
     pub llm: LlmMetrics,
     /// API-key auth and rate-limit metrics.
     pub access: AccessMetrics,
+    /// Backend health and load, retries, ejections, fallbacks.
+    pub upstream: UpstreamMetrics,
     /// `sluice_websocket_tunnels_open`.
     pub websocket_open: IntGauge,
     /// `sluice_websocket_bytes_total{direction="client_to_upstream"}`.
@@ -150,6 +153,8 @@ impl Metrics {
             ),
             llm: LlmMetrics::register(&registry).expect("LLM metric names are unique"),
             access: AccessMetrics::register(&registry).expect("access metric names are unique"),
+            upstream: UpstreamMetrics::register(&registry)
+                .expect("upstream metric names are unique"),
             websocket_open: gauge(
                 "sluice_websocket_tunnels_open",
                 "WebSocket tunnels open now.",

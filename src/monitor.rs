@@ -66,6 +66,7 @@ impl Monitor {
                 let snapshot = self.state.load();
                 self.metrics
                     .set_cert_expiry(&snapshot.cert_expiry, SystemTime::now());
+                self.metrics.upstream.refresh(&snapshot);
                 let mut response = Response::new(body::full(self.metrics.encode()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -105,27 +106,31 @@ impl Monitor {
                     PathMatch::Prefix(p) => ("prefix", p.clone()),
                     PathMatch::Regex(re) => ("regex", re.as_str().to_owned()),
                 };
-                json!({
+                let mut route = json!({
                     "name": r.name,
                     "cluster": r.cluster.name,
                     "hosts": r.matcher.hosts,
                     "path": { "kind": kind, "value": path },
                     "methods": r.matcher.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-                })
+                });
+                crate::upstream::status::route(r, &mut route);
+                route
             })
             .collect();
         let clusters: Vec<_> = snapshot
             .clusters
             .iter()
             .map(|c| {
-                json!({
+                let mut cluster = json!({
                     "name": c.name,
                     "protocol": format!("{:?}", c.protocol).to_lowercase(),
                     "backends": c.backends.iter().map(|b| json!({
                         "url": b.url,
                         "weight": b.weight,
                     })).collect::<Vec<_>>(),
-                })
+                });
+                crate::upstream::status::cluster(c, &mut cluster);
+                cluster
             })
             .collect();
         let certificates: Vec<_> = snapshot

@@ -1,5 +1,7 @@
-//! The request path, in call order: route → authenticate → limit the body → read an LLM
-//! request → rate limits → pick a backend → forward → stream the answer back → count and log.
+//! The request path, in call order: route (reading the body first when a route needs the
+//! model) → authenticate → limit the body → read an LLM request → rate limits → dispatch
+//! (split, pick a backend, forward, retry, fall back) → stream the answer back → count and
+//! log.
 //!
 //! [`Proxy::handle`] cannot fail: it calls [`Proxy::handle_inner`], which returns a
 //! `Result`, and turns an error into an OpenAI-style JSON answer in one place.
@@ -7,10 +9,14 @@
 mod admit;
 pub mod auth;
 pub mod balance;
+pub mod buffer;
+pub mod dispatch;
 pub mod forward;
 pub mod headers;
 pub mod limit;
+pub mod models_endpoint;
 pub mod record;
+pub mod retry;
 pub mod route;
 pub mod stream;
 pub mod upgrade;
@@ -23,7 +29,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use crate::body::{self, Body};
@@ -31,13 +36,16 @@ use crate::config::file::LlmMode;
 use crate::config::snapshot::Route;
 use crate::config::{ServerSettings, Snapshot};
 use crate::error::ProxyError;
-use crate::llm::request::{add_include_usage, LlmRequest};
+use crate::llm::request::{add_include_usage, LlmRequest, ModelField};
 use crate::llm::tap::LlmTap;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
+use buffer::RequestBody;
+use dispatch::{Call, Needs, Outgoing};
 use forward::Downstream;
 use limit::LimitedBody;
 use record::{Entry, LlmEntry, Record, CLIENT_CLOSED};
+use route::{Lookup, Matched, ModelQuery};
 use stream::{Observed, StreamOptions};
 
 /// What the listener knows about a connection.
@@ -85,7 +93,11 @@ impl Proxy {
                 method: req.method().clone(),
                 uri: req.uri().clone(),
                 route: None,
+                target: 0,
+                cluster: None,
                 backend: None,
+                attempts: 0,
+                in_flight: None,
                 // Until a response exists: if this future is dropped, the client left.
                 status: CLIENT_CLOSED,
                 bytes_in: 0,
@@ -168,7 +180,15 @@ impl Proxy {
         record.request_id = Some(headers::ensure_request_id(&mut parts.headers));
         headers::set_client_subject(&mut parts.headers, conn.client_subject.as_ref());
 
-        // Route.
+        let limit = self.settings.max_request_body;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = RequestBody::Stream(LimitedBody::new(incoming, limit));
+
+        // Route: host, path, method, headers, and the model when a route needs it.
         let client_host = parts
             .headers
             .get(header::HOST)
@@ -178,16 +198,55 @@ impl Proxy {
             .as_ref()
             .and_then(|h| h.to_str().ok())
             .map_or(Cow::Borrowed(""), normalize_host);
-        let matched = snapshot
-            .router
-            .find(&host, parts.uri.path(), &parts.method, &parts.headers)
-            .ok_or_else(|| ProxyError::NoRoute {
-                method: parts.method.to_string(),
-                path: parts.uri.path().to_owned(),
-            })?;
+        let websocket = upgrade::is_websocket(&parts);
+        let mut parsed: Option<LlmRequest> = None;
+        let lookup = |model| {
+            let (path, method, headers) = (parts.uri.path(), &parts.method, &parts.headers);
+            snapshot.router.lookup(&host, path, method, headers, model)
+        };
+        let matched = match lookup(ModelQuery::Unknown) {
+            Lookup::Found(matched) => Some(matched),
+            Lookup::NotFound { .. } => None,
+            // A WebSocket handshake has no body to read a model from.
+            Lookup::NeedsModel if websocket => match lookup(ModelQuery::Known(None)) {
+                Lookup::Found(matched) => Some(matched),
+                Lookup::NeedsModel | Lookup::NotFound { .. } => None,
+            },
+            Lookup::NeedsModel => {
+                let bound = self.settings.max_buffered_body;
+                if declared.is_some_and(|len| len > bound) {
+                    return Err(ProxyError::BodyTooLarge { limit: bound });
+                }
+                body = body.hold(bound).await?;
+                let Some(bytes) = body.held() else {
+                    return Err(ProxyError::BodyTooLarge { limit: bound });
+                };
+                record.bytes_in = bytes.len() as u64;
+                parsed = LlmRequest::parse(bytes);
+                let model = parsed.as_ref().and_then(|r| r.model.as_deref());
+                match lookup(ModelQuery::Known(model)) {
+                    Lookup::Found(matched) => Some(matched),
+                    Lookup::NotFound {
+                        wanted_model: false,
+                    } => None,
+                    Lookup::NotFound { wanted_model: true } | Lookup::NeedsModel => {
+                        return Err(model_error(bytes, parsed.as_ref()))
+                    }
+                }
+            }
+        };
+        let matched = matched.ok_or_else(|| ProxyError::NoRoute {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+        })?;
         record.route = Some(matched.route);
         let route = &snapshot.routes[matched.route];
-        let cluster = &route.cluster;
+        let downstream = Downstream {
+            peer: &conn.peer_ip,
+            trusted: self.settings.is_trusted(conn.peer.ip()),
+            proto: conn.proto,
+            host: client_host.as_ref(),
+        };
 
         // Authenticate: who is calling, and may they use this route.
         let access = &self.metrics.access;
@@ -204,131 +263,153 @@ impl Proxy {
         }
         let rate_limits = admit::applicable(route, consumer.as_deref());
 
+        // `GET /v1/models` from the config, when the route says so (behind its auth).
+        if route.models_endpoint {
+            if let Some(answer) = models_endpoint::answer(snapshot, &parts)? {
+                return Ok(answer);
+            }
+        }
+
         // A WebSocket handshake becomes a tunnel, if the route allows one.
-        if upgrade::is_websocket(&parts) {
-            let Some(limits) = route.websocket else {
-                return Err(ProxyError::UpgradeNotAllowed {
-                    route: route.name.clone(),
-                });
-            };
+        if websocket {
             let asked = admit::Asked {
                 upgrade: true,
                 ..admit::Asked::default()
             };
             self.admit(&rate_limits, &parts, conn, route, &asked, record)
                 .await?;
-            let client = upgrade::client_side(&mut parts)?;
-            let index = cluster
-                .balancer
-                .pick()
-                .ok_or_else(|| ProxyError::NoBackend {
-                    cluster: cluster.name.clone(),
-                })?;
-            record.backend = Some(index);
-            let backend = &cluster.backends[index];
-            let mut req = Request::from_parts(parts, body::empty());
-            let downstream = Downstream {
-                peer: &conn.peer_ip,
-                trusted: self.settings.is_trusted(conn.peer.ip()),
-                proto: conn.proto,
-                host: client_host.as_ref(),
-            };
-            forward::prepare(&mut req, route, matched, backend, &downstream)?;
-            let id = record.request_id.clone();
             // Boxed: rare, and it would otherwise grow every request's future.
-            let tunnel = upgrade::forward(req, route, backend, client, limits, &self.metrics, id);
-            return Box::pin(tunnel).await;
+            return Box::pin(self.tunnel(parts, route, matched, &downstream, record)).await;
         }
 
         // Limit the body.
-        let limit = self.settings.max_request_body;
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         if let Some(len) = declared {
             if len > limit {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
-            record.bytes_in = len;
-        }
-        let body = LimitedBody::new(incoming, limit);
-
-        // Read an LLM request: the whole body, for its model and stream options. Auth and
-        // limits may need it too: for a consumer's model rules, or a token estimate.
-        let llm = is_llm(route, &parts.method, parts.uri.path());
-        let mut asked = admit::Asked::default();
-        let body = if llm || admit::needs_body(consumer.as_deref(), &rate_limits) {
-            let bytes = read_body(body).await?;
-            record.bytes_in = bytes.len() as u64;
-            asked.body_len = bytes.len();
-            let bytes = if llm {
-                let (bytes, llm) = self.inspect(route, parts.uri.path(), bytes);
-                if bytes.len() as u64 != record.bytes_in {
-                    parts
-                        .headers
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                }
-                if consumer.is_some() || !rate_limits.is_empty() {
-                    asked.model.clone_from(&llm.model);
-                    asked.max_output = llm.max_output_tokens;
-                }
-                record.llm = Some(Box::new(llm));
-                bytes
-            } else {
-                let request = LlmRequest::parse(&bytes).unwrap_or_default();
-                asked.model = request.model;
-                asked.max_output = request.max_output_tokens;
-                bytes
-            };
-            if let (Some(consumer), false) = (&consumer, bytes.is_empty()) {
-                auth::check_model(consumer, asked.model.as_deref(), access)?;
+            if record.bytes_in == 0 {
+                record.bytes_in = len;
             }
-            body::full(bytes)
-        } else {
-            body::boxed(body)
+        }
+
+        // Read the body when something needs it whole: an LLM request, a model rewrite, a
+        // retry or fallback, a prompt hash, the consumer's model rules or a token estimate.
+        let llm = is_llm(route, &parts.method, parts.uri.path());
+        let needs = Needs::of(route);
+        let access_reads = admit::needs_body(consumer.as_deref(), &rate_limits);
+        if llm || needs.read() || access_reads {
+            body = body.hold(self.settings.max_buffered_body).await?;
+        }
+        let mut asked = admit::Asked::default();
+        let outgoing = match body {
+            RequestBody::Held(bytes) => {
+                record.bytes_in = bytes.len() as u64;
+                asked.body_len = bytes.len();
+                if parsed.is_none() && (llm || needs.rewrite || needs.prompt || access_reads) {
+                    parsed = LlmRequest::parse(&bytes);
+                }
+                let bytes = if llm {
+                    let path = parts.uri.path();
+                    let (changed, entry) = self.inspect(route, path, bytes, parsed.as_ref());
+                    // Appending `stream_options` keeps the spans read from the original body;
+                    // rewriting an existing one does not, so read the new body again.
+                    if entry.usage_injected && parsed.as_ref().is_some_and(|p| p.has_stream_options)
+                    {
+                        parsed = LlmRequest::parse(&changed);
+                    }
+                    record.llm = Some(Box::new(entry));
+                    changed
+                } else {
+                    bytes
+                };
+                let parsed = parsed.unwrap_or_default();
+                if let (Some(consumer), false) = (&consumer, bytes.is_empty()) {
+                    auth::check_model(consumer, parsed.model.as_deref(), access)?;
+                }
+                asked.model.clone_from(&parsed.model);
+                asked.max_output = parsed.max_output_tokens;
+                Outgoing::Held {
+                    model: parsed.model.zip(parsed.model_span),
+                    prompt: parsed.prompt_span,
+                    bytes,
+                }
+            }
+            // Auth and limits must see the model: a body too large to hold is refused
+            // rather than let past them unread.
+            RequestBody::Stream(_) | RequestBody::Partial { .. } if access_reads => {
+                return Err(ProxyError::BodyTooLarge {
+                    limit: self.settings.max_buffered_body,
+                });
+            }
+            // Too large to hold: streamed once, not read as an LLM request.
+            partial @ (RequestBody::Stream(_) | RequestBody::Partial { .. }) => {
+                if llm {
+                    record.llm = Some(Box::default());
+                }
+                Outgoing::Once(Some(partial.into_body()))
+            }
         };
 
         // Rate limits: every one that applies must have room.
         self.admit(&rate_limits, &parts, conn, route, &asked, record)
             .await?;
-        let mut req = Request::from_parts(parts, body);
 
-        // Pick a backend and forward.
-        let index = cluster
-            .balancer
-            .pick()
-            .ok_or_else(|| ProxyError::NoBackend {
-                cluster: cluster.name.clone(),
-            })?;
-        record.backend = Some(index);
-        let backend = &cluster.backends[index];
-        let downstream = Downstream {
-            peer: &conn.peer_ip,
-            trusted: self.settings.is_trusted(conn.peer.ip()),
-            proto: conn.proto,
-            host: client_host.as_ref(),
+        // Pick a cluster and a backend, forward, retry, fall back.
+        let call = Call {
+            route,
+            matched,
+            head: parts,
+            body: outgoing,
+            downstream,
         };
-        forward::prepare(&mut req, route, matched, backend, &downstream)?;
-        let deadline = route.timeouts.total.map(|t| record.started + t);
-        let sent_at = Instant::now();
-        let response = forward::send(&route.timeouts, backend, req, deadline).await;
-        let upstream_time = sent_at.elapsed();
-        record.upstream_time = Some(upstream_time);
-        cluster
-            .metrics
-            .upstream_duration
-            .observe(upstream_time.as_secs_f64());
-        let mut response = response?;
+        let mut response = dispatch::send(call, record).await?;
         route.response_headers.apply(response.headers_mut());
         Ok(response)
     }
 
+    /// Tunnels a WebSocket handshake to a backend of the route's first cluster.
+    async fn tunnel(
+        &self,
+        mut parts: http::request::Parts,
+        route: &Route,
+        matched: Matched,
+        downstream: &Downstream<'_>,
+        record: &mut Entry,
+    ) -> Result<Response<Body>, ProxyError> {
+        let Some(limits) = route.websocket else {
+            return Err(ProxyError::UpgradeNotAllowed {
+                route: route.name.clone(),
+            });
+        };
+        let client = upgrade::client_side(&mut parts)?;
+        let cluster = &route.cluster;
+        let backends = &cluster.backends;
+        let index = cluster
+            .balancer
+            .pick(backends, None, |i| backends[i].state.healthy())
+            .or_else(|| cluster.balancer.pick(backends, None, |_| true))
+            .ok_or_else(|| ProxyError::NoBackend {
+                cluster: cluster.name.clone(),
+            })?;
+        record.cluster = Some(Arc::clone(cluster));
+        record.backend = Some(index);
+        let backend = &cluster.backends[index];
+        let mut req = Request::from_parts(parts, body::empty());
+        forward::prepare(&mut req, route, matched, backend, downstream)?;
+        let id = record.request_id.clone();
+        upgrade::forward(req, route, backend, client, limits, &self.metrics, id).await
+    }
+
     /// Reads what an LLM request asks for and, when the route says so, asks a streamed
     /// answer to end with its usage.
-    fn inspect(&self, route: &Route, path: &str, bytes: Bytes) -> (Bytes, LlmEntry) {
-        let Some(request) = LlmRequest::parse(&bytes) else {
+    fn inspect(
+        &self,
+        route: &Route,
+        path: &str,
+        bytes: Bytes,
+        request: Option<&LlmRequest>,
+    ) -> (Bytes, LlmEntry) {
+        let Some(request) = request else {
             return (bytes, LlmEntry::default());
         };
         let mut entry = LlmEntry {
@@ -369,16 +450,20 @@ fn is_llm(route: &Route, method: &Method, path: &str) -> bool {
     }
 }
 
-/// The whole request body, within the limit.
-async fn read_body<B>(body: LimitedBody<B>) -> Result<Bytes, ProxyError>
-where
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<body::BoxError>,
-{
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) => Err(crate::upstream::classify(&*err)
-            .unwrap_or_else(|| ProxyError::ClientBody(err.to_string()))),
+/// Why a body that a model route needed gave no model that any route takes.
+fn model_error(bytes: &[u8], parsed: Option<&LlmRequest>) -> ProxyError {
+    let Some(request) = parsed else {
+        let reason = match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            _ if bytes.iter().all(u8::is_ascii_whitespace) => "it is empty".to_owned(),
+            Err(err) => err.to_string(),
+            Ok(_) => "it is JSON, but not an object with unique keys".to_owned(),
+        };
+        return ProxyError::InvalidJson(reason);
+    };
+    match (request.model_field, &request.model) {
+        (ModelField::String, Some(model)) => ProxyError::ModelNotFound(model.clone()),
+        (ModelField::NotString, _) => ProxyError::ModelNotString,
+        (ModelField::Missing | ModelField::String, _) => ProxyError::ModelMissing,
     }
 }
 

@@ -15,8 +15,13 @@
 //! routes each request through extra channels; the pool here is per backend, needs no
 //! hashing and no lock, and measured faster on the load benchmark (docs/benchmarks.md).
 
+pub mod check;
 mod connect;
+pub mod credentials;
+pub mod health;
+pub mod metrics;
 mod pool;
+pub mod status;
 pub mod tls;
 
 use std::sync::Arc;
@@ -32,6 +37,7 @@ use crate::metrics::ClusterMetrics;
 use crate::mock::MockBackend;
 use crate::proxy::limit::{BodyTooLarge, ClientBodyError};
 use connect::{Conn, Want};
+use health::BackendState;
 use pool::{Pool, PooledBody};
 use tls::TlsTarget;
 
@@ -78,6 +84,9 @@ pub struct HttpBackend {
     tls: Option<TlsTarget>,
     pool: Pool,
     metrics: ClusterMetrics,
+    /// Health and load, shared with the snapshot's `Backend`: a reload that keeps this
+    /// `HttpBackend` keeps them.
+    state: Arc<BackendState>,
 }
 
 impl HttpBackend {
@@ -94,7 +103,13 @@ impl HttpBackend {
             settings,
             tls,
             metrics,
+            state: Arc::new(BackendState::new()),
         }
+    }
+
+    /// The backend's health and load.
+    pub fn state(&self) -> &Arc<BackendState> {
+        &self.state
     }
 
     /// The protocol spoken to this backend.
@@ -264,9 +279,28 @@ fn origin_form(req: &mut Request<Body>) {
     *req.version_mut() = Version::HTTP_11;
 }
 
-/// A failed exchange: the client's body if that is what broke, else the upstream.
+/// A failed exchange: the client's body if that is what broke, an HTTP/2 stream the backend
+/// refused before processing it (safe to retry), else the upstream.
 fn upstream_error(err: &hyper::Error) -> ProxyError {
-    classify(err).unwrap_or_else(|| ProxyError::Upstream(chain(err)))
+    classify(err).unwrap_or_else(|| {
+        if refused_stream(err) {
+            ProxyError::RefusedStream(chain(err))
+        } else {
+            ProxyError::Upstream(chain(err))
+        }
+    })
+}
+
+/// Whether an HTTP/2 `REFUSED_STREAM` is in the error chain.
+fn refused_stream(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Finds a failure of the client's own body in an error chain: too large (413) or
@@ -297,4 +331,17 @@ pub(crate) fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refused_stream;
+
+    #[test]
+    fn a_refused_stream_is_told_apart_from_other_resets() {
+        // hyper puts h2's error in the source chain of its own.
+        assert!(refused_stream(&h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert!(!refused_stream(&h2::Error::from(h2::Reason::CANCEL)));
+        assert!(!refused_stream(&std::io::Error::other("reset")));
+    }
 }

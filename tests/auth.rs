@@ -289,6 +289,53 @@ async fn model_rules_read_the_body_on_routes_that_are_not_llm() {
 }
 
 #[tokio::test]
+async fn model_rules_refuse_a_body_too_large_to_read() {
+    let echo = Upstream::echo("echo").await;
+    let extra = r#"
+        [server]
+        max_buffered_body = "1KiB"
+        "#;
+    let gw = Gateway::start(&config(&echo.url(), extra)).await;
+    let key = [("authorization", "Bearer sk-alpha")];
+    let mut big = chat("gpt-4o");
+    big["messages"] = json!([{ "role": "user", "content": "x".repeat(4096) }]);
+    // An allowed model, but past the bound the model cannot be checked: refused, not let by.
+    let answer = call(&gw, "/v1/chat/completions", &key, Some(big)).await;
+    answer.assert_error(413, "request_too_large");
+    let answer = call(&gw, "/v1/chat/completions", &key, Some(chat("gpt-4o"))).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        echo.seen().len(),
+        1,
+        "the refused body reached the upstream"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_model_list_of_a_route_with_auth_needs_a_key() {
+    let echo = Upstream::echo("echo").await;
+    let extra = r#"
+        [[routes]]
+        name = "listed"
+        cluster = "echo"
+        auth = "required"
+        models_endpoint = true
+        [routes.match]
+        path_prefix = "/listed/"
+        "#;
+    let gw = Gateway::start(&config(&echo.url(), extra)).await;
+    let answer = call(&gw, "/listed/v1/models", &[], None).await;
+    answer.assert_error(401, "missing_api_key");
+    // alpha may use only the `chat` route.
+    let key = [("authorization", "Bearer sk-alpha")];
+    let answer = call(&gw, "/listed/v1/models", &key, None).await;
+    answer.assert_error(403, "route_not_allowed");
+    assert!(echo.seen().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn optional_auth_admits_anonymous_callers_but_not_bad_keys() {
     let echo = Upstream::echo("echo").await;
     let extra = r#"

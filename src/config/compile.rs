@@ -4,6 +4,8 @@
 //! every failure is collected with its file and key so that one run reports all of them.
 
 mod limits;
+mod models;
+mod resilience;
 mod tls;
 
 use std::collections::HashMap;
@@ -26,8 +28,8 @@ use super::units::HumanDuration;
 use super::{ConfigError, DynamicSources, ReloadSettings, ServerSettings, StaticConfig};
 use crate::metrics::{ClusterMetrics, Metrics};
 use crate::mock::MockBackend;
-use crate::proxy::balance::RoundRobin;
 use crate::proxy::route::{PathMatch, RouteMatcher, Router};
+use crate::upstream::health::BackendState;
 use crate::upstream::tls::TlsTarget;
 use crate::upstream::{ClientSettings, HttpBackend, Target};
 
@@ -113,6 +115,8 @@ pub fn static_config(
             max_header_size: s.max_header_size.as_usize(),
             max_headers: s.max_headers,
             max_request_body: s.max_request_body.0,
+            // Never more than a request may carry.
+            max_buffered_body: s.max_buffered_body.0.min(s.max_request_body.0),
             http2: s.http2,
             shutdown_delay: s.shutdown_delay.0,
             drain_timeout: s.drain_timeout.0,
@@ -251,17 +255,8 @@ pub fn snapshot_with(
                 continue;
             }
             route_files.insert(&r.name, path);
-            let target = by_name.get(r.cluster.as_str()).copied();
-            if target.is_none() && !cluster_files.contains_key(r.cluster.as_str()) {
-                errors.push(
-                    format!("{key}.cluster"),
-                    format!(
-                        "route `{}` names cluster `{}`, which is not defined",
-                        r.name, r.cluster
-                    ),
-                );
-            }
-            if let Some(route) = route(&key, r, target, &access, metrics, &mut errors) {
+            let targets = models::targets(&key, r, &by_name, &cluster_files, metrics, &mut errors);
+            if let Some(route) = route(&key, r, targets, &access, metrics, &mut errors) {
                 routes.push(route);
             }
         }
@@ -270,7 +265,10 @@ pub fn snapshot_with(
     if !list.is_empty() {
         return Err(list);
     }
+    let model_names = models::public_names(&routes, &clusters);
     Ok(Snapshot {
+        models_json: crate::llm::models::list_json(&model_names),
+        model_names,
         version: sources.version.clone(),
         router: Router::new(routes.iter().map(|r| &r.matcher)),
         routes,
@@ -378,6 +376,10 @@ fn cluster(
             Ok(Some((target, authority))) => backends.push(Backend {
                 url: b.url.clone(),
                 weight: b.weight,
+                state: match &target {
+                    Target::Http(http) => Arc::clone(http.state()),
+                    Target::Mock(_) => Arc::new(BackendState::new()),
+                },
                 target,
                 authority,
             }),
@@ -385,14 +387,26 @@ fn cluster(
             Err(reason) => errors.push(format!("{key}.url"), reason),
         }
     }
+    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    let names: Vec<&str> = backends.iter().map(|b| b.url.as_str()).collect();
+    let extras = resilience::cluster(key, c, &names, &weights, metrics, errors);
     if errors.list.len() > before {
         return None;
     }
-    let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+    let extras = extras?;
     Some(Cluster {
         name: c.name.clone(),
         protocol: c.protocol,
-        balancer: RoundRobin::new(&weights),
+        balancer: extras.balancer,
+        hash_on: extras.hash_on,
+        panic_mode: extras.panic_mode,
+        health_check: extras.health_check,
+        outlier: extras.outlier,
+        retry: extras.retry,
+        credentials: extras.credentials,
+        concurrency: extras.concurrency,
+        model_rewrite: extras.model_rewrite,
+        handles: extras.handles,
         backends,
         timeouts,
         metrics: cluster_metrics,
@@ -489,7 +503,7 @@ fn backend_target<'a>(
 fn route(
     key: &str,
     r: &file::Route,
-    cluster: Option<&Arc<Cluster>>,
+    targets: Option<(Vec<crate::config::snapshot::RouteTarget>, usize)>,
     access: &limits::Access,
     metrics: &Metrics,
     errors: &mut Errors,
@@ -560,10 +574,13 @@ fn route(
         errors,
     );
     let (auth, limits) = limits::route_access(key, r, access, errors);
+    let model_rewrite =
+        models::model_rewrite(&format!("{key}.model_rewrite"), &r.model_rewrite, errors);
     if errors.list.len() > before {
         return None;
     }
-    let cluster = cluster?;
+    let (targets, split_len) = targets?;
+    let cluster = &targets[0].cluster;
     let own = |value: Option<HumanDuration>, inherited: Option<Duration>| match value {
         Some(d) if d.0.is_zero() => None,
         Some(d) => Some(d.0),
@@ -586,6 +603,11 @@ fn route(
         matcher: matcher?,
         metrics: metrics.route(&r.name, &cluster.name),
         cluster: Arc::clone(cluster),
+        split: models::split(&targets, split_len),
+        targets,
+        split_len,
+        model_rewrite,
+        models_endpoint: r.models_endpoint,
         rewrite_prefix: r.rewrite_prefix.clone(),
         host,
         request_headers,
@@ -671,11 +693,13 @@ fn matcher(key: &str, m: &file::Match, errors: &mut Errors) -> Option<RouteMatch
             ),
         }
     }
+    let models = models::model_match(&format!("{key}.models"), m.models.as_ref(), errors);
     (errors.list.len() == before).then_some(RouteMatcher {
         hosts,
         path,
         methods,
         headers,
+        models,
     })
 }
 

@@ -16,6 +16,12 @@ pub use limits::{
     AuthMode, Consumer, Limit, LimitBackend, OnRedisError, OneOrMany, RateLimit, Redis,
 };
 
+pub mod resilience;
+pub use resilience::{
+    Credentials, HealthCheck, KeySource, LbPolicy, ModelRewrite, Outlier, PanicMode, Retry,
+    SplitTarget,
+};
+
 /// The main config file: the static part and, optionally, dynamic sections.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +174,10 @@ pub struct Server {
     pub max_headers: usize,
     /// Largest request body; larger ones get 413.
     pub max_request_body: ByteSize,
+    /// Largest body sluice holds in memory: to read its `model` for routing (larger: 413),
+    /// to read an LLM request, or to send it again on a retry or to a fallback (larger
+    /// bodies are streamed and not retried).
+    pub max_buffered_body: ByteSize,
     /// Accept HTTP/2 with prior knowledge (h2c) on the HTTP port.
     pub http2: bool,
     /// After SIGTERM, `/readyz` fails at once but the listener keeps accepting for this
@@ -189,6 +199,7 @@ impl Default for Server {
             max_header_size: ByteSize(64 * 1024),
             max_headers: 100,
             max_request_body: ByteSize(32 * 1024 * 1024),
+            max_buffered_body: ByteSize(32 * 1024 * 1024),
             http2: true,
             shutdown_delay: HumanDuration(std::time::Duration::ZERO),
             drain_timeout: HumanDuration(std::time::Duration::from_secs(30)),
@@ -311,6 +322,42 @@ pub struct Cluster {
     pub total_timeout: Option<HumanDuration>,
     pub pool_idle_timeout: Option<HumanDuration>,
     pub pool_max_idle_per_host: Option<usize>,
+    /// How requests are spread over the backends. Default `round_robin`.
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// The key of `lb = "consistent_hash"`: `"header:NAME"`, `"api_key"`, `"client_ip"` or
+    /// `"prompt"`. Default `"client_ip"`.
+    pub hash_on: Option<String>,
+    /// Bytes of the prompt hashed by `hash_on = "prompt"`. Default 1024.
+    pub hash_prompt_bytes: Option<usize>,
+    /// Consistent hashing sends no backend more than this × the mean load. Default 1.25.
+    pub balance_factor: Option<f64>,
+    /// A backend that comes back up gets a share that ramps up over this long. Default off.
+    pub slow_start: Option<HumanDuration>,
+    /// When no backend is healthy: `try_all` (default) or `fail` (503).
+    #[serde(default)]
+    pub panic_mode: PanicMode,
+    /// Active HTTP checks; none by default.
+    pub health_check: Option<HealthCheck>,
+    /// Passive outlier detection (on by default).
+    #[serde(default)]
+    pub outlier: Outlier,
+    /// Retries on another backend (off by default: `attempts = 1`).
+    #[serde(default)]
+    pub retry: Retry,
+    /// Provider keys that replace the client's credentials.
+    pub credentials: Option<Credentials>,
+    /// Requests in flight per backend; 0 (the default) is no cap.
+    #[serde(default)]
+    pub max_in_flight: u32,
+    /// Requests that may wait for a slot per backend beyond the cap. Default 0.
+    #[serde(default)]
+    pub max_queue: u32,
+    /// Longest wait in that queue. Default 10s.
+    pub queue_timeout: Option<HumanDuration>,
+    /// Model names rewritten for this cluster's backends, after the route's rewrite.
+    #[serde(default)]
+    pub model_rewrite: ModelRewrite,
 }
 
 /// One backend of a cluster.
@@ -370,11 +417,24 @@ pub struct UpstreamTls {
 pub struct Route {
     /// Unique name, used in metrics and logs.
     pub name: String,
-    /// The cluster that serves this route.
-    pub cluster: String,
+    /// The cluster that serves this route (or `clusters` for a weighted split).
+    pub cluster: Option<String>,
     /// What a request must look like; an empty match takes everything.
     #[serde(default, rename = "match")]
     pub matcher: Match,
+    /// A weighted split over several clusters, instead of `cluster`.
+    #[serde(default)]
+    pub clusters: Vec<SplitTarget>,
+    /// Clusters tried in order when the chosen one has no healthy backend or has used up
+    /// its attempts.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Model names rewritten before the cluster's own rewrite.
+    #[serde(default)]
+    pub model_rewrite: ModelRewrite,
+    /// sluice answers `GET …/models` and `GET …/models/{id}` on this route from its config.
+    #[serde(default)]
+    pub models_endpoint: bool,
     /// Replaces the matched `path_prefix` (or the whole `path`); `""` strips it.
     pub rewrite_prefix: Option<String>,
     /// Sets the upstream `Host`; by default it is the backend's `host:port`.
@@ -454,6 +514,9 @@ pub struct Match {
     /// Headers that must be present, with a given value if `value` is set.
     #[serde(default)]
     pub headers: Vec<HeaderMatch>,
+    /// Model names (exact, `prefix*` or globs with `*` and `?`) that the JSON body's
+    /// `model` must match; the body is read only for routes that have this.
+    pub models: Option<Vec<String>>,
 }
 
 /// A header condition of a route.

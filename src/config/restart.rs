@@ -83,6 +83,7 @@ impl StaticSections {
             max_header_size,
             max_headers,
             max_request_body,
+            max_buffered_body,
             http2,
             shutdown_delay,
             drain_timeout,
@@ -107,6 +108,10 @@ impl StaticSections {
         check(
             "server.max_request_body",
             *max_request_body == s.max_request_body,
+        );
+        check(
+            "server.max_buffered_body",
+            *max_buffered_body == s.max_buffered_body,
         );
         check("server.http2", *http2 == s.http2);
         check("server.shutdown_delay", *shutdown_delay == s.shutdown_delay);

@@ -7,15 +7,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
-use crate::config::file::{LlmMode, UpstreamProtocol};
+use crate::config::file::{LlmMode, PanicMode, UpstreamProtocol};
 use crate::config::ConfigError;
+use crate::llm::models::ModelRewrite;
 use crate::metrics::{ClusterMetrics, RouteMetrics};
 use crate::proxy::auth::{Consumers, RouteAuth};
-use crate::proxy::balance::RoundRobin;
+use crate::proxy::balance::hash::HashOn;
+use crate::proxy::balance::{Balancer, RoundRobin};
+use crate::proxy::retry::RetryPolicy;
 use crate::proxy::route::{RouteMatcher, Router};
 use crate::ratelimit::Limit;
+use crate::upstream::check::ActiveCheck;
+use crate::upstream::credentials::KeyPool;
+use crate::upstream::health::{BackendState, Concurrency, OutlierPolicy};
+use crate::upstream::metrics::ClusterHandles;
 use crate::upstream::Target;
 
 /// One version of the routing config.
@@ -43,6 +51,11 @@ pub struct Snapshot {
     /// API-key holders by key hash. (Their buckets live in the proxy's `Limiter`, not
     /// here, so that a reload keeps them.)
     pub consumers: Consumers,
+    /// The public model names that `models_endpoint` routes list: the exact names of every
+    /// route's `match.models` and every alias, sorted.
+    pub model_names: Vec<String>,
+    /// Their `GET /v1/models` answer, serialized once.
+    pub models_json: Bytes,
 }
 
 /// A compiled route.
@@ -50,7 +63,17 @@ pub struct Snapshot {
 pub struct Route {
     pub name: String,
     pub matcher: RouteMatcher,
+    /// The first cluster of the route: its only one, or the first of its split.
     pub cluster: Arc<Cluster>,
+    /// The split's clusters, then the fallbacks in order.
+    pub targets: Vec<RouteTarget>,
+    /// The weighted order over `targets[..split_len]`; `None` for a single cluster.
+    pub split: Option<RoundRobin>,
+    pub split_len: usize,
+    /// Model names rewritten before the cluster's own rewrite.
+    pub model_rewrite: ModelRewrite,
+    /// `GET …/models` and `GET …/models/{id}` are answered from the config.
+    pub models_endpoint: bool,
     /// Replacement for the matched prefix or exact path.
     pub rewrite_prefix: Option<String>,
     pub host: HostPolicy,
@@ -68,6 +91,15 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Rate limits applied to every request of this route, before the consumer's own.
     pub limits: Vec<Arc<Limit>>,
+}
+
+/// A cluster that a route sends to, with the route's metric handles for it.
+#[derive(Debug)]
+pub struct RouteTarget {
+    pub cluster: Arc<Cluster>,
+    pub weight: u32,
+    /// `sluice_requests_total{route,cluster}` handles of this route and this cluster.
+    pub metrics: RouteMetrics,
 }
 
 /// Bounds on a WebSocket tunnel; `None` is off.
@@ -117,9 +149,24 @@ pub struct Cluster {
     pub name: String,
     pub protocol: UpstreamProtocol,
     pub backends: Vec<Backend>,
-    pub balancer: RoundRobin,
+    pub balancer: Balancer,
+    /// The key of consistent hashing; `None` for the other policies.
+    pub hash_on: Option<HashOn>,
+    pub panic_mode: PanicMode,
+    /// Active checks; `None` when off.
+    pub health_check: Option<ActiveCheck>,
+    pub outlier: OutlierPolicy,
+    pub retry: RetryPolicy,
+    /// Provider keys that replace the client's credentials.
+    pub credentials: Option<KeyPool>,
+    /// The per-backend cap on requests in flight; `None` when off.
+    pub concurrency: Option<Concurrency>,
+    /// Model names rewritten for these backends, after the route's rewrite.
+    pub model_rewrite: ModelRewrite,
     pub timeouts: Timeouts,
     pub metrics: ClusterMetrics,
+    /// Retry, ejection, fallback, refusal and key-rotation counters.
+    pub handles: ClusterHandles,
 }
 
 /// Upstream timeouts; `None` is off.
@@ -141,4 +188,7 @@ pub struct Backend {
     pub target: Target,
     /// `host:port` of the backend, the default upstream `Host`.
     pub authority: HeaderValue,
+    /// Health and load; for an HTTP backend, the `HttpBackend`'s own, so a reload that
+    /// keeps the `HttpBackend` keeps it.
+    pub state: Arc<BackendState>,
 }

@@ -2,9 +2,11 @@
 //! may make to it: asking a streamed answer to end with its token usage.
 
 use std::fmt;
+use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 /// The fields of a request body that sluice reads.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -18,16 +20,40 @@ pub struct LlmRequest {
     /// The most output tokens it asks for: `max_completion_tokens`, `max_tokens` or
     /// `max_output_tokens` (Responses API), the first one set; for token-limit estimates.
     pub max_output_tokens: Option<u64>,
+    /// What the `model` field holds: the routing stage answers 400 for a body it needs whose
+    /// model is missing or not a string.
+    pub model_field: ModelField,
+    /// Where the `model` value (quotes included) sits in the body, so that a rewrite can
+    /// replace it and keep every other byte.
+    pub model_span: Option<Range<usize>>,
+    /// Where the prompt (`messages`, else `prompt`, else `input`) sits in the body: the
+    /// consistent-hash key of `hash_on = "prompt"` is a hash of its first bytes.
+    pub prompt_span: Option<Range<usize>>,
+}
+
+/// The state of a request's `model` field.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum ModelField {
+    /// There is no `model` key (or it is `null`).
+    #[default]
+    Missing,
+    /// A JSON string; its value is in [`LlmRequest::model`].
+    String,
+    /// A number, an object, an array or a boolean.
+    NotString,
 }
 
 impl LlmRequest {
-    /// Reads a request body; `None` when it is not a JSON object. Only the top-level
-    /// members sluice needs are kept; the rest is skipped without being built, so a large
-    /// prompt costs one scan and no allocation.
+    /// Reads a request body; `None` when it is not a JSON object, or when it names `model`
+    /// or `stream` twice (two parsers could read such a body differently). Only the
+    /// top-level members sluice needs are kept, borrowed as raw slices of `body`; the rest is
+    /// checked for syntax and skipped without being built, so a large prompt costs one scan
+    /// and no allocation. Fields of the wrong type are the backend's to refuse: sluice reads
+    /// them as unset.
     pub fn parse(body: &[u8]) -> Option<LlmRequest> {
         use serde::Deserializer as _;
         let mut de = serde_json::Deserializer::from_slice(body);
-        let request = (&mut de).deserialize_map(TopLevel).ok()?;
+        let request = (&mut de).deserialize_map(TopLevel { body }).ok()?;
         de.end().ok()?;
         Some(request)
     }
@@ -38,10 +64,21 @@ impl LlmRequest {
     }
 }
 
-/// Visits the top-level object, keeping `model`, `stream` and `stream_options`.
-struct TopLevel;
+/// Visits the top-level object, keeping `model`, `stream`, `stream_options`, the output
+/// token limits and where the prompt is.
+struct TopLevel<'a> {
+    body: &'a [u8],
+}
 
-impl<'de> Visitor<'de> for TopLevel {
+impl TopLevel<'_> {
+    /// Where a raw value borrowed from the body sits in it.
+    fn span(&self, raw: &RawValue) -> Option<Range<usize>> {
+        let start = (raw.get().as_ptr() as usize).checked_sub(self.body.as_ptr() as usize)?;
+        Some(start..start + raw.get().len())
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
     type Value = LlmRequest;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -52,11 +89,19 @@ impl<'de> Visitor<'de> for TopLevel {
         let mut request = LlmRequest::default();
         // max_completion_tokens, max_tokens, max_output_tokens: the first one set counts.
         let mut limits = [None; 3];
+        // messages, prompt, input: the first one present is the prompt.
+        let mut prompts: [Option<&'de RawValue>; 3] = [None; 3];
+        let (mut model, mut stream) = (None::<&'de RawValue>, None::<&'de RawValue>);
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::MaxTokens(i) => limits[i] = map.next_value::<MaybeU64>()?.0,
-                Key::Model => request.model = map.next_value::<MaybeString>()?.0,
-                Key::Stream => request.stream = map.next_value::<Option<bool>>()?.unwrap_or(false),
+                Key::Prompt(i) => prompts[i] = Some(map.next_value()?),
+                Key::Model if model.is_some() => return Err(de::Error::duplicate_field("model")),
+                Key::Model => model = Some(map.next_value()?),
+                Key::Stream if stream.is_some() => {
+                    return Err(de::Error::duplicate_field("stream"))
+                }
+                Key::Stream => stream = Some(map.next_value()?),
                 Key::StreamOptions => {
                     request.has_stream_options = true;
                     request.include_usage = map.next_value::<Options>()?.0;
@@ -67,6 +112,24 @@ impl<'de> Visitor<'de> for TopLevel {
             }
         }
         request.max_output_tokens = limits.into_iter().flatten().next();
+        request.stream = stream.is_some_and(|raw| raw.get() == "true");
+        request.prompt_span = prompts
+            .into_iter()
+            .flatten()
+            .next()
+            .and_then(|raw| self.span(raw));
+        match model {
+            None => {}
+            Some(raw) if raw.get() == "null" => {}
+            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+                Ok(name) => {
+                    request.model = Some(name);
+                    request.model_field = ModelField::String;
+                    request.model_span = self.span(raw);
+                }
+                Err(_) => request.model_field = ModelField::NotString,
+            },
+        }
         Ok(request)
     }
 }
@@ -78,6 +141,8 @@ enum Key {
     StreamOptions,
     /// 0: `max_completion_tokens`, 1: `max_tokens`, 2: `max_output_tokens`.
     MaxTokens(usize),
+    /// 0: `messages`, 1: `prompt`, 2: `input`.
+    Prompt(usize),
     Other,
 }
 
@@ -97,53 +162,14 @@ impl<'de> de::Deserialize<'de> for Key {
                     "max_completion_tokens" => Key::MaxTokens(0),
                     "max_tokens" => Key::MaxTokens(1),
                     "max_output_tokens" => Key::MaxTokens(2),
+                    "messages" => Key::Prompt(0),
+                    "prompt" => Key::Prompt(1),
+                    "input" => Key::Prompt(2),
                     _ => Key::Other,
                 })
             }
         }
         deserializer.deserialize_identifier(V)
-    }
-}
-
-/// `model` when it is a string; anything else reads as no model.
-struct MaybeString(Option<String>);
-
-impl<'de> de::Deserialize<'de> for MaybeString {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MaybeString;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<MaybeString, E> {
-                Ok(MaybeString(Some(v.to_owned())))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<MaybeString, E> {
-                Ok(MaybeString(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<MaybeString, E> {
-                Ok(MaybeString(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<MaybeString, E> {
-                Ok(MaybeString(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<MaybeString, E> {
-                Ok(MaybeString(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<MaybeString, E> {
-                Ok(MaybeString(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeString, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MaybeString(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeString, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(MaybeString(None))
-            }
-        }
-        deserializer.deserialize_any(V)
     }
 }
 
@@ -208,7 +234,11 @@ impl<'de> de::Deserialize<'de> for Options {
                 let mut include_usage = None;
                 while let Some(key) = map.next_key::<IncludeUsage>()? {
                     if key.0 {
-                        include_usage = map.next_value::<Option<bool>>()?;
+                        include_usage = match map.next_value::<&RawValue>()?.get() {
+                            "true" => Some(true),
+                            "false" => Some(false),
+                            _ => None,
+                        };
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -294,6 +324,15 @@ mod tests {
         let r = LlmRequest::parse(br#"{"model":"m","stream":true}"#).unwrap();
         assert!(r.needs_usage());
         assert_eq!(r.max_output_tokens, None);
+        let r = LlmRequest::parse(br#"{"model":7,"stream":"yes"}"#).unwrap();
+        assert_eq!(r.model, None);
+        assert_eq!(r.model_field, ModelField::NotString);
+        assert!(!r.stream);
+        let r = LlmRequest::parse(br#"{"messages":[],"model":null}"#).unwrap();
+        assert_eq!(r.model_field, ModelField::Missing);
+        assert!(LlmRequest::parse(br#"{"model":"a","model":"b"}"#).is_none());
+        assert!(LlmRequest::parse(b"not json").is_none());
+        assert!(LlmRequest::parse(b"[1,2]").is_none());
         let r = LlmRequest::parse(br#"{"model":"m","max_tokens":"x","max_output_tokens":9}"#);
         assert_eq!(r.unwrap().max_output_tokens, Some(9));
         let r = LlmRequest::parse(br#"{"max_tokens":5,"max_completion_tokens":7}"#);
@@ -345,5 +384,17 @@ mod tests {
         .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&kept).unwrap();
         assert_eq!(doc["stream_options"]["continuous_usage_stats"], true);
+    }
+
+    #[test]
+    fn spans_point_at_the_model_and_the_prompt() {
+        let body =
+            br#" {"temperature":0.5, "model" : "gpt\u002d4o", "messages":[{"role":"system"}]}"#;
+        let r = LlmRequest::parse(body).unwrap();
+        assert_eq!(r.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(&body[r.model_span.unwrap()], br#""gpt\u002d4o""#);
+        assert_eq!(&body[r.prompt_span.unwrap()], br#"[{"role":"system"}]"#);
+        let r = LlmRequest::parse(br#"{"model":"m","prompt":"hi"}"#).unwrap();
+        assert_eq!(r.prompt_span, Some(22..26));
     }
 }

@@ -54,7 +54,12 @@ pub fn prepare(
     }
     parts.path_and_query = Some(path_and_query);
     *req.uri_mut() = Uri::from_parts(parts).map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-    *req.version_mut() = match route.cluster.protocol {
+    // The backend's own protocol: a split or a fallback may lead to another cluster's.
+    let protocol = match &backend.target {
+        Target::Http(http) => http.protocol(),
+        Target::Mock(_) => UpstreamProtocol::Http1,
+    };
+    *req.version_mut() = match protocol {
         UpstreamProtocol::Http1 | UpstreamProtocol::Auto => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::Http2 => Version::HTTP_2,
     };

@@ -7,11 +7,13 @@ use std::time::Duration;
 use http::{HeaderValue, Method, Uri};
 use tokio::time::Instant;
 
+use crate::config::snapshot::Cluster;
 use crate::config::Snapshot;
 use crate::llm::metrics::Finished;
 use crate::llm::tap::LlmTap;
 use crate::metrics::Metrics;
 use crate::ratelimit::{Admission, RateHeaders};
+use crate::upstream::health::InFlight;
 
 /// The status logged for a request whose client left before the response head, as nginx
 /// logs it.
@@ -38,7 +40,18 @@ pub struct Entry {
     pub method: Method,
     pub uri: Uri,
     pub route: Option<usize>,
+    /// The route's cluster that served it: an index into `Route::targets` (0 until a
+    /// split or a fallback says otherwise).
+    pub target: usize,
+    /// That cluster, once one was tried.
+    pub cluster: Option<Arc<Cluster>>,
+    /// The backend of `cluster` that answered (or was tried last).
     pub backend: Option<usize>,
+    /// Upstream attempts made: more than 1 after retries or fallbacks.
+    pub attempts: u32,
+    /// The answering backend's in-flight slot, freed when this record is dropped (at the
+    /// end of the response body), so open streams count as load.
+    pub in_flight: Option<InFlight>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -84,7 +97,11 @@ impl Drop for Record {
         let entry = &self.entry;
         let elapsed = entry.started.elapsed();
         let route = entry.route.and_then(|i| self.snapshot.routes.get(i));
-        let route_metrics = route.map_or(&self.snapshot.unmatched, |r| &r.metrics);
+        let route_metrics = route.map_or(&self.snapshot.unmatched, |r| {
+            r.targets
+                .get(entry.target)
+                .map_or(&r.metrics, |t| &t.metrics)
+        });
         route_metrics.count(entry.status);
         route_metrics.duration.observe(elapsed.as_secs_f64());
         self.metrics.in_flight.dec();
@@ -107,7 +124,7 @@ impl Drop for Record {
         if !self.access_log {
             return;
         }
-        let cluster = route.map(|r| &r.cluster);
+        let cluster = entry.cluster.as_ref().or(route.map(|r| &r.cluster));
         let backend = cluster
             .zip(entry.backend)
             .and_then(|(c, i)| c.backends.get(i))
@@ -131,6 +148,7 @@ impl Drop for Record {
             upstream_ms = entry.upstream_time.map(millis),
             error = entry.error,
             outcome = entry.outcome,
+            attempts = entry.attempts,
             model = llm.and_then(|l| l.model.as_deref()),
             stream = tap.map(|t| t.streamed),
             prompt_tokens = usage.map(|u| u.input),

@@ -10,14 +10,22 @@
 //!    locations do, so that a catch-all `/` never shadows them.
 //! 3. **Method and headers** filter the routes that share a path; among those, the first in
 //!    config order wins.
+//! 4. **Model.** A route with `match.models` also needs the `model` of the JSON body. The
+//!    first lookup ([`ModelQuery::Unknown`]) stops at the first such route that accepts
+//!    everything else and answers [`Lookup::NeedsModel`]; the caller then reads the body and
+//!    looks up again with the model, so that routes sharing a path can split on it and a
+//!    request that needs no model never has its body read.
 //!
 //! A lookup costs a hash probe per host label and per distinct prefix length, plus one regex
 //! per regex route of the group; it allocates nothing.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
+
+use crate::llm::models::ModelMatch;
 
 /// How a route matches the path.
 #[derive(Debug, Clone)]
@@ -37,6 +45,31 @@ pub struct RouteMatcher {
     pub methods: Vec<Method>,
     /// Header name and, when set, the exact value required.
     pub headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// Model names the JSON body's `model` must match; `None` means any, unread.
+    pub models: Option<Arc<ModelMatch>>,
+}
+
+/// What the lookup knows of the request's model.
+#[derive(Debug, Clone, Copy)]
+pub enum ModelQuery<'a> {
+    /// The body has not been read: a route with a model condition stops the lookup.
+    Unknown,
+    /// The body has been read: its model, or `None` when it has none (not JSON, no
+    /// `model`, or not a string), which no model condition accepts.
+    Known(Option<&'a str>),
+}
+
+/// The answer of [`Router::lookup`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Found(Matched),
+    /// A route with a model condition is next in precedence: read the body and ask again.
+    NeedsModel,
+    /// No route takes the request. `wanted_model`: a route would have, given another model
+    /// (the client is told about its model, not about the path).
+    NotFound {
+        wanted_model: bool,
+    },
 }
 
 /// A found route: its index and how much of the path its prefix covered.
@@ -70,9 +103,41 @@ struct Candidate {
     route: usize,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    models: Option<Arc<ModelMatch>>,
+}
+
+/// One lookup's model and what it learnt on the way.
+struct Search<'a> {
+    model: ModelQuery<'a>,
+    wanted_model: bool,
+}
+
+/// A candidate's verdict.
+enum Step {
+    Take,
+    Skip,
+    /// Needs the model, which is not known yet.
+    Stop,
 }
 
 impl Candidate {
+    fn step(&self, method: &Method, headers: &HeaderMap, search: &mut Search) -> Step {
+        if !self.accepts(method, headers) {
+            return Step::Skip;
+        }
+        let Some(models) = &self.models else {
+            return Step::Take;
+        };
+        match search.model {
+            ModelQuery::Unknown => Step::Stop,
+            ModelQuery::Known(Some(model)) if models.matches(model) => Step::Take,
+            ModelQuery::Known(_) => {
+                search.wanted_model = true;
+                Step::Skip
+            }
+        }
+    }
+
     fn accepts(&self, method: &Method, headers: &HeaderMap) -> bool {
         (self.methods.is_empty() || self.methods.contains(method))
             && self
@@ -94,6 +159,7 @@ impl Router {
                 route,
                 methods: m.methods.clone(),
                 headers: m.headers.clone(),
+                models: m.models.clone(),
             };
             if m.hosts.is_empty() {
                 router.any_host.insert(&m.path, candidate);
@@ -110,7 +176,8 @@ impl Router {
         router
     }
 
-    /// Finds the route for a request. `host` is lower-case and has no port.
+    /// Finds the route for a request, treating routes with a model condition as not
+    /// matching. `host` is lower-case and has no port.
     pub fn find(
         &self,
         host: &str,
@@ -118,26 +185,46 @@ impl Router {
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<Matched> {
-        if let Some(found) = self
-            .exact_hosts
-            .get(host)
-            .and_then(|g| g.find(path, method, headers))
-        {
-            return Some(found);
+        match self.lookup(host, path, method, headers, ModelQuery::Known(None)) {
+            Lookup::Found(found) => Some(found),
+            Lookup::NeedsModel | Lookup::NotFound { .. } => None,
+        }
+    }
+
+    /// Finds the route for a request with what is known of its model. `host` is lower-case
+    /// and has no port.
+    pub fn lookup(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        model: ModelQuery,
+    ) -> Lookup {
+        let mut search = Search {
+            model,
+            wanted_model: false,
+        };
+        let in_group =
+            |group: &HostGroup, search: &mut Search| group.find(path, method, headers, search);
+        if let Some(group) = self.exact_hosts.get(host) {
+            if let Some(found) = in_group(group, &mut search) {
+                return found;
+            }
         }
         if !self.wildcard_hosts.is_empty() {
             // Suffixes from longest to shortest: ".b.example.com" before ".example.com".
             for (i, _) in host.match_indices('.') {
-                if let Some(found) = self
-                    .wildcard_hosts
-                    .get(&host[i..])
-                    .and_then(|g| g.find(path, method, headers))
-                {
-                    return Some(found);
+                if let Some(group) = self.wildcard_hosts.get(&host[i..]) {
+                    if let Some(found) = in_group(group, &mut search) {
+                        return found;
+                    }
                 }
             }
         }
-        self.any_host.find(path, method, headers)
+        in_group(&self.any_host, &mut search).unwrap_or(Lookup::NotFound {
+            wanted_model: search.wanted_model,
+        })
     }
 }
 
@@ -156,25 +243,34 @@ impl HostGroup {
         }
     }
 
-    fn find(&self, path: &str, method: &Method, headers: &HeaderMap) -> Option<Matched> {
-        let first = |list: &[Candidate], prefix_len| {
+    /// `Some` when the search ends in this group: a route, or a stop for the model.
+    fn find(
+        &self,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        search: &mut Search,
+    ) -> Option<Lookup> {
+        let mut first = |list: &[Candidate], prefix_len| {
             list.iter()
-                .find(|c| c.accepts(method, headers))
-                .map(|c| Matched {
-                    route: c.route,
-                    prefix_len,
+                .find_map(|c| match c.step(method, headers, search) {
+                    Step::Take => Some(Lookup::Found(Matched {
+                        route: c.route,
+                        prefix_len,
+                    })),
+                    Step::Stop => Some(Lookup::NeedsModel),
+                    Step::Skip => None,
                 })
         };
         if let Some(found) = self.exact.get(path).and_then(|l| first(l, path.len())) {
             return Some(found);
         }
-        if let Some(found) = self
-            .regex
-            .iter()
-            .filter(|(re, _)| re.is_match(path))
-            .find_map(|(_, c)| first(std::slice::from_ref(c), 0))
-        {
-            return Some(found);
+        for (re, c) in &self.regex {
+            if re.is_match(path) {
+                if let Some(found) = first(std::slice::from_ref(c), 0) {
+                    return Some(found);
+                }
+            }
         }
         for &len in &self.prefix_lengths {
             let Some(prefix) = path.get(..len) else {

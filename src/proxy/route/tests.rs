@@ -1,3 +1,7 @@
+use std::sync::Arc;
+
+use crate::llm::models::ModelMatch;
+
 use super::*;
 
 fn route(hosts: &[&str], path: PathMatch) -> RouteMatcher {
@@ -6,6 +10,7 @@ fn route(hosts: &[&str], path: PathMatch) -> RouteMatcher {
         path,
         methods: Vec::new(),
         headers: Vec::new(),
+        models: None,
     }
 }
 
@@ -115,4 +120,80 @@ fn multibyte_paths_do_not_panic() {
     let routes = [route(&[], prefix("/ab"))];
     let router = Router::new(&routes);
     assert_eq!(find(&router, "h", "/é"), None);
+}
+
+fn with_models(path: PathMatch, models: &[&str]) -> RouteMatcher {
+    RouteMatcher {
+        models: Some(Arc::new(ModelMatch::new(models.iter().copied()).unwrap())),
+        ..route(&[], path)
+    }
+}
+
+fn lookup(router: &Router, path: &str, model: ModelQuery) -> Lookup {
+    router.lookup("h", path, &Method::POST, &HeaderMap::new(), model)
+}
+
+fn found(route: usize, prefix_len: usize) -> Lookup {
+    Lookup::Found(Matched { route, prefix_len })
+}
+
+#[test]
+fn model_conditions_split_routes_that_share_a_path() {
+    let chat = "/v1/chat/completions";
+    let routes = [
+        route(&[], PathMatch::Exact("/v1/models".into())),
+        with_models(PathMatch::Exact(chat.into()), &["gpt-4o", "gpt-4o-*"]),
+        with_models(PathMatch::Exact(chat.into()), &["llama-*"]),
+        with_models(prefix("/v1/"), &["*-embed"]),
+        route(&[], prefix("/v1/")),
+    ];
+    let router = Router::new(&routes);
+    let len = chat.len();
+    // Without the model, the lookup stops at the first model route in precedence.
+    assert_eq!(
+        lookup(&router, chat, ModelQuery::Unknown),
+        Lookup::NeedsModel
+    );
+    // A route that comes before every model route needs no body.
+    assert_eq!(
+        lookup(&router, "/v1/models", ModelQuery::Unknown),
+        found(0, 10)
+    );
+    let known = |m| lookup(&router, chat, ModelQuery::Known(Some(m)));
+    assert_eq!(known("gpt-4o"), found(1, len));
+    assert_eq!(known("gpt-4o-mini"), found(1, len));
+    assert_eq!(known("llama-3-70b"), found(2, len));
+    // The exact path's routes refuse it: the prefix routes come next.
+    assert_eq!(known("bge-embed"), found(3, 4));
+    assert_eq!(known("mistral"), found(4, 4));
+    // No model: model routes are skipped; a route without a condition still takes it.
+    assert_eq!(lookup(&router, chat, ModelQuery::Known(None)), found(4, 4));
+    // `find` treats model routes as not matching.
+    assert_eq!(
+        router.find("h", chat, &Method::POST, &HeaderMap::new()),
+        Some(Matched {
+            route: 4,
+            prefix_len: 4
+        })
+    );
+}
+
+#[test]
+fn a_missing_model_is_reported_when_only_model_routes_would_match() {
+    let routes = [with_models(prefix("/v1/"), &["gpt-4o"])];
+    let router = Router::new(&routes);
+    assert_eq!(
+        lookup(&router, "/v1/chat/completions", ModelQuery::Known(None)),
+        Lookup::NotFound { wanted_model: true }
+    );
+    assert_eq!(
+        lookup(&router, "/v1/x", ModelQuery::Known(Some("other"))),
+        Lookup::NotFound { wanted_model: true }
+    );
+    assert_eq!(
+        lookup(&router, "/v2/x", ModelQuery::Unknown),
+        Lookup::NotFound {
+            wanted_model: false
+        }
+    );
 }
