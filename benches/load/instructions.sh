@@ -81,7 +81,7 @@ name = "all"
 cluster = "up"
 llm = "$llm"
 EOF
-  echo "sluice (llm = $llm): $(per_request "$p" target/release/sluice run -c "$work/sluice-$llm.toml") instructions/request"
+  echo "sluice (llm = $llm): $(per_request "$p" "${CARGO_TARGET_DIR:-target}/release/sluice" run -c "$work/sluice-$llm.toml") instructions/request"
 done
 
 p=$(port)
