@@ -5,6 +5,9 @@
 # forwarding an OpenAI-style POST to an nginx upstream that answers a fixed JSON body.
 #
 #   benches/load/instructions.sh            # prints one line per proxy
+#   KEEP=benches/load/results benches/load/instructions.sh
+#                                           # also keeps each callgrind file there, for
+#                                           # callgrind_annotate (where the instructions go)
 #
 # Each proxy runs twice under callgrind, for N1 and N2 requests (h2load --h1 -c4); the
 # difference divided by N2 - N1 is the cost of one request, start-up excluded. Needs
@@ -52,6 +55,7 @@ count() {
     "http://127.0.0.1:$port/v1/chat/completions" | grep -q "$n succeeded"
   kill -INT "$pid" 2>/dev/null || true; kill -QUIT "$pid" 2>/dev/null || true; wait "$pid" || true
   awk '/^summary/ {print $2}' "$out"
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/callgrind.$(basename "$1").$port.$n"; fi
 }
 
 per_request() {

@@ -29,6 +29,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
@@ -120,19 +121,19 @@ pub async fn send(call: Call<'_>, record: &mut Entry) -> Result<Response<Body>, 
         Some(split) => split.pick().unwrap_or(0),
         None => 0,
     };
-    let order: Vec<usize> = std::iter::once(first)
-        .chain(route.split_len..route.targets.len())
-        .collect();
+    // The split's pick, then the fallbacks in order.
+    let fallbacks = route.split_len..route.targets.len();
+    let clusters = 1 + fallbacks.len();
     let resendable = matches!(outgoing, Outgoing::Held { .. });
     let mut head = Some(head);
     let mut last: Option<Outcome> = None;
-    for (position, &target) in order.iter().enumerate() {
+    for (position, target) in std::iter::once(first).chain(fallbacks).enumerate() {
         // A streamed body can go to one backend only; until it has gone, it can go anywhere.
         let sent = record.attempts > 0;
         if sent && !resendable {
             break;
         }
-        let more_clusters = position + 1 < order.len() && (resendable || !sent);
+        let more_clusters = position + 1 < clusters && (resendable || !sent);
         let cluster = &route.targets[target].cluster;
         if position > 0 {
             cluster.handles.fallback(&route.name);
@@ -152,7 +153,8 @@ pub async fn send(call: Call<'_>, record: &mut Entry) -> Result<Response<Body>, 
             &outgoing,
         );
         let body = cluster_body(route, cluster, &outgoing);
-        let mut tried: Vec<usize> = Vec::new();
+        // Inline up to four backends: most requests make one attempt, and none allocates.
+        let mut tried: SmallVec<[usize; 4]> = SmallVec::new();
         let mut throttled_keys: Vec<usize> = Vec::new();
         // The last attempt got a 429 that rested its key: the same backend may be asked
         // again with the next key.

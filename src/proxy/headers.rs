@@ -15,44 +15,58 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// The fixed hop-by-hop fields of RFC 9110 §7.6.1, besides those `Connection` names.
+static HOP_BY_HOP: [&HeaderName; 6] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
 /// Removes the hop-by-hop fields of RFC 9110 §7.6.1: `Connection` and every field it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding` and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names (cheap comparisons) saves
-    // six hashed removals.
-    let hop = |name: &HeaderName| {
-        name == header::CONNECTION
-            || name == header::TE
-            || name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == KEEP_ALIVE
-            || name == PROXY_CONNECTION
-    };
-    if !headers.keys().any(hop) {
+    // One pass over the names (cheap comparisons) finds which of them are there; most
+    // messages carry none, or only `Connection: keep-alive`, so only those present pay a
+    // hashed removal.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| *hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // The fields named by Connection go first.
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    if present & 1 != 0 {
+        // The fields `Connection` names; its usual tokens (`keep-alive`, `close`,
+        // `upgrade`) name nothing left to remove, so the common case allocates nothing.
+        let named = |v: &'_ HeaderValue| {
+            let v = v.to_str().unwrap_or("");
+            v.split(',')
+                .map(str::trim)
+                .filter(|t| {
+                    let hop = |name: &&HeaderName| t.eq_ignore_ascii_case(name.as_str());
+                    !t.is_empty() && !t.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(hop)
+                })
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect::<Vec<_>>()
+        };
+        let extra: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(named)
             .collect();
-        for name in named {
+        for name in extra {
             headers.remove(name);
         }
-        headers.remove(header::CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(*name);
+        }
     }
 }
 
@@ -165,6 +179,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn usual_connection_tokens_remove_only_the_hop_by_hop_fields() {
+        let mut h = map(&[
+            ("connection", "Keep-Alive"),
+            ("connection", "close, X-Trace"),
+            ("x-trace", "1"),
+            ("close", "a field that happens to be named close"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["close", "x-kept"]);
+        let mut none = map(&[("content-type", "application/json")]);
+        strip_hop_by_hop(&mut none);
+        assert_eq!(none.len(), 1);
     }
 
     #[test]
