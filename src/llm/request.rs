@@ -51,11 +51,31 @@ impl LlmRequest {
     /// and no allocation. Fields of the wrong type are the backend's to refuse: sluice reads
     /// them as unset.
     pub fn parse(body: &[u8]) -> Option<LlmRequest> {
-        use serde::Deserializer as _;
-        let mut de = serde_json::Deserializer::from_slice(body);
-        let request = (&mut de).deserialize_map(TopLevel { body }).ok()?;
-        de.end().ok()?;
-        Some(request)
+        LlmRequest::parse_with(body, true)
+    }
+
+    /// [`parse`](Self::parse), finding where the prompt is only when `prompt` is set:
+    /// borrowing it as a raw slice costs a UTF-8 check of the whole prompt, and only
+    /// `hash_on = "prompt"` needs it.
+    pub fn parse_with(body: &[u8], prompt: bool) -> Option<LlmRequest> {
+        let once = |raw_model| {
+            use serde::Deserializer as _;
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let visitor = TopLevel {
+                body,
+                prompt,
+                raw_model,
+            };
+            let read = (&mut de).deserialize_map(visitor).ok()?;
+            de.end().ok()?;
+            Some(read)
+        };
+        match once(false)? {
+            (request, false) => Some(request),
+            // A model with escapes is not a slice of the body: read it again as raw JSON to
+            // learn where it is. Rare: model names are plain ASCII.
+            (_, true) => once(true).map(|(request, _)| request),
+        }
     }
 
     /// Whether sluice should ask for usage: a streamed request that did not say.
@@ -65,9 +85,14 @@ impl LlmRequest {
 }
 
 /// Visits the top-level object, keeping `model`, `stream`, `stream_options`, the output
-/// token limits and where the prompt is.
+/// token limits and where the prompt is. Its value says, besides the request, whether the
+/// model's span is unknown because the string had escapes (only when not `raw_model`).
 struct TopLevel<'a> {
     body: &'a [u8],
+    /// Find the prompt's span.
+    prompt: bool,
+    /// Read `model` as raw JSON (slower, but its span is known even with escapes).
+    raw_model: bool,
 }
 
 impl TopLevel<'_> {
@@ -76,27 +101,109 @@ impl TopLevel<'_> {
         let start = (raw.get().as_ptr() as usize).checked_sub(self.body.as_ptr() as usize)?;
         Some(start..start + raw.get().len())
     }
+
+    /// Where a JSON string whose contents were borrowed from the body sits in it, quotes
+    /// included.
+    fn string_span(&self, contents: &str) -> Option<Range<usize>> {
+        let at = (contents.as_ptr() as usize).checked_sub(self.body.as_ptr() as usize)?;
+        let span = at.checked_sub(1)?..at + contents.len() + 1;
+        let quoted =
+            self.body.get(span.start) == Some(&b'"') && self.body.get(span.end - 1) == Some(&b'"');
+        quoted.then_some(span)
+    }
+}
+
+/// The `model` member: its name when it is a string, and the name as a slice of the body
+/// when the string had no escapes.
+struct ModelValue<'de> {
+    name: Option<String>,
+    borrowed: Option<&'de str>,
+    field: ModelField,
+}
+
+impl<'de> de::Deserialize<'de> for ModelValue<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(ModelValue {
+                    name: Some(v.to_owned()),
+                    borrowed: Some(v),
+                    field: ModelField::String,
+                })
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ModelValue {
+                    name: Some(v.to_owned()),
+                    borrowed: None,
+                    field: ModelField::String,
+                })
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ModelValue::other(ModelField::Missing))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ModelValue::other(ModelField::NotString))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ModelValue::other(ModelField::NotString))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ModelValue::other(ModelField::NotString))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ModelValue::other(ModelField::NotString))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ModelValue::other(ModelField::NotString))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ModelValue::other(ModelField::NotString))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+impl ModelValue<'_> {
+    fn other(field: ModelField) -> Self {
+        ModelValue {
+            name: None,
+            borrowed: None,
+            field,
+        }
+    }
 }
 
 impl<'de> Visitor<'de> for TopLevel<'_> {
-    type Value = LlmRequest;
+    type Value = (LlmRequest, bool);
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LlmRequest, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut request = LlmRequest::default();
         // max_completion_tokens, max_tokens, max_output_tokens: the first one set counts.
         let mut limits = [None; 3];
         // messages, prompt, input: the first one present is the prompt.
         let mut prompts: [Option<&'de RawValue>; 3] = [None; 3];
-        let (mut model, mut stream) = (None::<&'de RawValue>, None::<&'de RawValue>);
+        let (mut raw_model, mut stream) = (None::<&'de RawValue>, None::<&'de RawValue>);
+        let mut model: Option<ModelValue<'de>> = None;
         while let Some(key) = map.next_key::<Key>()? {
             match key {
                 Key::MaxTokens(i) => limits[i] = map.next_value::<MaybeU64>()?.0,
-                Key::Prompt(i) => prompts[i] = Some(map.next_value()?),
-                Key::Model if model.is_some() => return Err(de::Error::duplicate_field("model")),
+                Key::Prompt(i) if self.prompt => prompts[i] = Some(map.next_value()?),
+                Key::Model if model.is_some() || raw_model.is_some() => {
+                    return Err(de::Error::duplicate_field("model"))
+                }
+                Key::Model if self.raw_model => raw_model = Some(map.next_value()?),
                 Key::Model => model = Some(map.next_value()?),
                 Key::Stream if stream.is_some() => {
                     return Err(de::Error::duplicate_field("stream"))
@@ -106,7 +213,7 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
                     request.has_stream_options = true;
                     request.include_usage = map.next_value::<Options>()?.0;
                 }
-                Key::Other => {
+                Key::Prompt(_) | Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -118,19 +225,27 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
             .flatten()
             .next()
             .and_then(|raw| self.span(raw));
-        match model {
-            None => {}
-            Some(raw) if raw.get() == "null" => {}
-            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
-                Ok(name) => {
-                    request.model = Some(name);
-                    request.model_field = ModelField::String;
-                    request.model_span = self.span(raw);
+        let mut escaped = false;
+        match (model, raw_model) {
+            (Some(value), _) => {
+                request.model_field = value.field;
+                request.model_span = value.borrowed.and_then(|name| self.string_span(name));
+                escaped = value.field == ModelField::String && request.model_span.is_none();
+                request.model = value.name;
+            }
+            (None, Some(raw)) if raw.get() != "null" => {
+                match serde_json::from_str::<String>(raw.get()) {
+                    Ok(name) => {
+                        request.model = Some(name);
+                        request.model_field = ModelField::String;
+                        request.model_span = self.span(raw);
+                    }
+                    Err(_) => request.model_field = ModelField::NotString,
                 }
-                Err(_) => request.model_field = ModelField::NotString,
-            },
+            }
+            (None, _) => {}
         }
-        Ok(request)
+        Ok((request, escaped))
     }
 }
 
@@ -396,5 +511,16 @@ mod tests {
         assert_eq!(&body[r.prompt_span.unwrap()], br#"[{"role":"system"}]"#);
         let r = LlmRequest::parse(br#"{"model":"m","prompt":"hi"}"#).unwrap();
         assert_eq!(r.prompt_span, Some(22..26));
+        // Without the prompt: the same model and span, no prompt span.
+        let r = LlmRequest::parse_with(body, false).unwrap();
+        assert_eq!(r.model.as_deref(), Some("gpt-4o"));
+        assert_eq!(&body[r.model_span.unwrap()], br#""gpt\u002d4o""#);
+        assert_eq!(r.prompt_span, None);
+        let plain = br#"{"messages":[{"content":"\"model\":\"x\""}],"model": "llama-3" }"#;
+        let r = LlmRequest::parse_with(plain, false).unwrap();
+        assert_eq!(&plain[r.model_span.unwrap()], br#""llama-3""#);
+        // A second model, escaped or not, is still a duplicate.
+        assert!(LlmRequest::parse(br#"{"model":"a","model":"\u0062"}"#).is_none());
+        assert!(LlmRequest::parse(br#"{"model":"\u0062","model":"a"}"#).is_none());
     }
 }

@@ -29,10 +29,10 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use smallvec::SmallVec;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode};
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::forward::{self, Downstream};
