@@ -180,27 +180,39 @@ async fn connection(
             };
             serve_one(stream, conn_info, proxy, protocols, draining).await;
         }
-        Transport::Tls => {
-            // The current snapshot's config, so a reload reaches the next handshake.
-            let config = proxy.state.load().tls.clone();
-            let Some(config) = config else {
-                proxy.metrics.tls_handshake("no_certificate", "", "");
-                tracing::debug!(%peer, "no certificate is configured; closing");
-                return;
-            };
-            let timeout = proxy.settings.header_read_timeout;
-            let accepted =
-                crate::tls::accept::handshake(stream, config, timeout, &proxy.metrics, peer).await;
-            let Some(accepted) = accepted else { return };
-            let conn_info = ConnInfo {
-                peer,
-                peer_ip: headers::peer_value(peer.ip()),
-                proto: "https",
-                client_subject: accepted.client_subject,
-            };
-            serve_one(accepted.stream, conn_info, proxy, protocols, draining).await;
-        }
+        // Boxed: a TLS stream, its handshake and the HTTP connection over it make this
+        // future about 10 KiB, and unboxed every plain connection's task would be as large,
+        // for as long as it stays open (an SSE stream for minutes).
+        Transport::Tls => Box::pin(tls_connection(stream, peer, proxy, protocols, draining)).await,
     }
+}
+
+/// [`connection`] on the HTTPS port: the handshake, then HTTP over the TLS stream.
+async fn tls_connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    proxy: &Arc<Proxy>,
+    protocols: &Protocols,
+    draining: watch::Receiver<bool>,
+) {
+    // The current snapshot's config, so a reload reaches the next handshake.
+    let config = proxy.state.load().tls.clone();
+    let Some(config) = config else {
+        proxy.metrics.tls_handshake("no_certificate", "", "");
+        tracing::debug!(%peer, "no certificate is configured; closing");
+        return;
+    };
+    let timeout = proxy.settings.header_read_timeout;
+    let accepted =
+        crate::tls::accept::handshake(stream, config, timeout, &proxy.metrics, peer).await;
+    let Some(accepted) = accepted else { return };
+    let conn_info = ConnInfo {
+        peer,
+        peer_ip: headers::peer_value(peer.ip()),
+        proto: "https",
+        client_subject: accepted.client_subject,
+    };
+    serve_one(accepted.stream, conn_info, proxy, protocols, draining).await;
 }
 
 /// Serves HTTP on one connection (TCP or TLS) until it ends.
@@ -221,7 +233,10 @@ async fn serve_one<I>(
         spoke.store(true, Ordering::Relaxed);
         let proxy = Arc::clone(proxy);
         let conn_info = conn_info.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) }
+        // Boxed: hyper keeps the slot for this future (about 1.7 KiB unboxed) for the whole
+        // connection, and an SSE answer holds its connection for minutes. Boxed, the slot
+        // is a pointer and the request's state is freed once the response head is out.
+        Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) })
     });
     let io = TokioIo::new(SendTimeout::new(stream, proxy.settings.send_timeout));
     let first_request = proxy.settings.header_read_timeout;

@@ -7,7 +7,7 @@ medians, and each proxy's ratio to nginx measured in the same run.
 
     benches/load/run.py throughput [--seconds 10] [--rounds 3]   # HTTP/1.1 (wrk) and HTTP/2 (h2load)
     benches/load/run.py latency    [--seconds 10] [--rounds 3]   # fixed rate at half nginx's maximum
-    benches/load/run.py sse        [--streams 1000,5000] [--hold 10] [--interval-ms 100]
+    benches/load/run.py sse        [--streams 1000,5000] [--hold 10] [--interval-ms 100] [--proxies sluice]
     benches/load/run.py websocket  [--tunnels 1000] [--rounds 20]
     benches/load/run.py tls        [--seconds 10] [--rounds 3]   # new TLS handshakes per second
     benches/load/run.py idle                                     # resident memory of an idle gateway
@@ -83,7 +83,8 @@ def build():
     log("building sluice and the load tools (release)")
     subprocess.run(["cargo", "build", "--release", "-q", "--bin", "sluice", "--example", "sse_bench"],
                    cwd=ROOT, check=True)
-    return ROOT / "target/release/sluice", ROOT / "target/release/examples/sse_bench"
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "release/sluice", target / "release/examples/sse_bench"
 
 
 def free_port():
@@ -423,7 +424,7 @@ def sse(args, binary, tool):
     results = {}
     for n in [int(x) for x in args.streams.split(",")]:
         rows = []
-        for name in ["sluice", "nginx", "haproxy"]:
+        for name in args.proxies.split(","):
             with procs() as p, tempfile.TemporaryDirectory() as tmp:
                 work = Path(tmp)
                 up = free_port()
@@ -555,6 +556,8 @@ def main():
     parser.add_argument("--streams", default="1000,5000")
     parser.add_argument("--hold", type=int, default=10)
     parser.add_argument("--interval-ms", type=int, default=100)
+    parser.add_argument("--proxies", default="sluice,nginx,haproxy",
+                        help="sse: which proxies to run, e.g. `sluice` alone to iterate faster")
     parser.add_argument("--tunnels", type=int, default=1000)
     parser.add_argument("--ws-rounds", type=int, default=20)
     args = parser.parse_args()

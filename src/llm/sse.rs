@@ -36,6 +36,11 @@ pub struct SseParser {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// Buffer capacity kept between lines and events: enough for a typical chat chunk. A
+/// buffer that a larger event grew (a tool call, a long usage chunk) is freed once that
+/// event is done, so an open stream does not hold the largest event it ever saw.
+const KEEP: usize = 1024;
+
 impl SseParser {
     /// A parser that gives up on lines longer than `max_line` bytes.
     pub fn new(max_line: usize) -> SseParser {
@@ -81,8 +86,10 @@ impl SseParser {
                 let mut line = std::mem::take(&mut self.line);
                 line.extend_from_slice(&chunk[..end]);
                 self.take_line(&line, on_event);
-                line.clear();
-                self.line = line;
+                if line.capacity() <= KEEP {
+                    line.clear();
+                    self.line = line;
+                }
             }
             if self.overflowed {
                 return;
@@ -122,6 +129,9 @@ impl SseParser {
             }
             self.data.clear();
             self.kind.clear();
+            if self.data.capacity() > KEEP {
+                self.data = Vec::new();
+            }
             return;
         }
         if line[0] == b':' {

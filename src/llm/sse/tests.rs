@@ -109,3 +109,20 @@ fn trailing_partial_event_waits_for_its_end() {
     parser.feed(b"\n", |e| seen.push(e.data.to_vec()));
     assert_eq!(seen, vec![b"partial".to_vec()]);
 }
+
+#[test]
+fn a_large_event_does_not_leave_its_buffers_behind() {
+    let mut parser = SseParser::new(1 << 20);
+    let big = format!("data: {}\n\n", "x".repeat(64 << 10));
+    // Split so that the long line is gathered in the line buffer too.
+    let (head, tail) = big.as_bytes().split_at(1000);
+    let mut seen = 0;
+    parser.feed(head, |_| seen += 1);
+    parser.feed(tail, |e| {
+        assert_eq!(e.data.len(), 64 << 10);
+        seen += 1;
+    });
+    assert_eq!(seen, 1);
+    assert!(parser.line.capacity() <= KEEP && parser.data.capacity() <= KEEP);
+    parser.feed(b"data: small\n\n", |e| assert_eq!(e.data, b"small"));
+}
