@@ -14,6 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use pin_project_lite::pin_project;
+use smallvec::SmallVec;
 
 use super::limit::LimitedBody;
 use crate::body::{self, Body, BoxError};
@@ -44,7 +45,8 @@ where
             return Ok(RequestBody::Held(Bytes::new()));
         }
         let mut stream = body::boxed(stream);
-        let mut chunks: Vec<Bytes> = Vec::new();
+        // Inline for the usual body of one or two frames: no allocation besides the body.
+        let mut chunks: SmallVec<[Bytes; 2]> = SmallVec::new();
         let mut len = 0u64;
         while let Some(frame) = stream.frame().await {
             let frame = frame.map_err(|err| {
@@ -89,7 +91,7 @@ where
 }
 
 /// One `Bytes` of all the chunks; a single chunk is not copied.
-fn concat(mut chunks: Vec<Bytes>, len: u64) -> Bytes {
+fn concat(mut chunks: SmallVec<[Bytes; 2]>, len: u64) -> Bytes {
     if chunks.len() == 1 {
         return chunks.pop().unwrap_or_default();
     }

@@ -353,7 +353,13 @@ impl Attempt<'_> {
         };
         let body = match (body, outgoing) {
             (Some(bytes), _) => {
-                if !bytes.is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
+                // Usually the client's own Content-Length still holds: no rewrite, no edit.
+                let declared = parts.headers.get(header::CONTENT_LENGTH);
+                let holds = declared
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<usize>().ok())
+                    == Some(bytes.len());
+                if !holds && (!bytes.is_empty() || declared.is_some()) {
                     parts
                         .headers
                         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
@@ -449,7 +455,13 @@ fn judge(
     let reason = match &outcome {
         Ok(response) => {
             let status = response.status();
-            let wait = retry_after(response.headers());
+            // Only these two statuses pause a backend or rest a key: no header lookup for
+            // the others.
+            let throttled = matches!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            );
+            let wait = throttled.then(|| retry_after(response.headers())).flatten();
             match (status, &cluster.credentials, key_index) {
                 (StatusCode::TOO_MANY_REQUESTS, Some(keys), Some(k)) => {
                     // The provider limits the key, not the backend.
