@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -307,24 +308,32 @@ where
     E: Into<BoxError>,
 {
     tokio::pin!(conn);
-    let deadline = tokio::time::sleep(first_request);
-    tokio::pin!(deadline);
-    let (mut waiting, mut drained) = (true, false);
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => return Some(result.map_err(Into::into)),
-            () = &mut deadline, if waiting => {
-                if !spoke.load(Ordering::Relaxed) {
-                    return None;
-                }
-                waiting = false;
-            }
-            () = stopped(&mut draining), if !drained => {
-                drained = true;
-                conn.as_mut().begin_drain();
+    // Dropped once a request has arrived: a busy connection's task wakes several times per
+    // request, and each wake would poll this timer again for nothing.
+    let mut deadline = Some(Box::pin(tokio::time::sleep(first_request)));
+    let drain = stopped(&mut draining);
+    tokio::pin!(drain);
+    let mut drained = false;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(Some(result.map_err(Into::into)));
+        }
+        if let Some(sleep) = &mut deadline {
+            if spoke.load(Ordering::Relaxed) {
+                deadline = None;
+            } else if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
             }
         }
-    }
+        if !drained && drain.as_mut().poll(cx).is_ready() {
+            drained = true;
+            conn.as_mut().begin_drain();
+            // The connection must see the drain: poll it again.
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
