@@ -29,6 +29,7 @@ struct Exchange {
     names: Vec<String>,
     alpn: Option<Vec<u8>>,
     resumed: bool,
+    suite: Option<rustls::CipherSuite>,
     version: Version,
     answer: Answer,
 }
@@ -51,6 +52,7 @@ async fn exchange(
     let names = pki::dns_names(&conn.peer_certificates().unwrap()[0]);
     let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
     let io = TokioIo::new(tls);
     let mut request = Request::get(path).header("host", name);
     if alpn.as_deref() == Some(b"h2") {
@@ -84,6 +86,7 @@ async fn exchange(
         names,
         alpn,
         resumed,
+        suite,
         version: parts.version,
         answer: Answer {
             status: parts.status,
@@ -266,6 +269,8 @@ async fn http2_is_served_over_tls_when_alpn_picks_it() {
         .unwrap();
     assert_eq!(x.alpn.as_deref(), Some(&b"h2"[..]));
     assert_eq!(x.version, Version::HTTP_2);
+    // The client lists AES-256-GCM first; the gateway picks by its own order.
+    assert_eq!(x.suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
     assert_eq!(x.answer.status, 200);
     assert_eq!(x.answer.header("x-upstream"), "u");
     let seen = upstream.seen().pop().unwrap();

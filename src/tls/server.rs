@@ -47,6 +47,8 @@ pub fn config(
     };
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The provider's order (AES-128-GCM first, see `tls::provider`), not the client's.
+    config.ignore_client_order = true;
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::Config(e.to_string()))?;
