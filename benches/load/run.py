@@ -187,7 +187,8 @@ http {{
     return proc
 
 
-def sluice(p, binary, work, port, upstream_port, extra_route="", tls=None, upstream_scheme="http"):
+def sluice(p, binary, work, port, upstream_port, extra_route="", tls=None, upstream_scheme="http",
+           https_port=None):
     conf = work / f"sluice-{port}.toml"
     tls_section = ""
     if tls:
@@ -200,7 +201,7 @@ key = "{tls[1]}"
     conf.write_text(f"""
 [listen]
 http = "127.0.0.1:{port}"
-https = "127.0.0.1:{port + 1 if tls else free_port()}"
+https = "127.0.0.1:{https_port or free_port()}"
 monitor = "127.0.0.1:{free_port()}"
 [server]
 workers = 1
@@ -503,9 +504,10 @@ def tls(args, binary):
         pem.write_text(cert.read_text() + key.read_text())
         up, up_h2 = free_port(), free_port()
         nginx_upstream(p, work, up, up_h2)
-        sl = free_port()
-        sluice(p, binary, work, sl, up, tls=(cert, key))
-        ports = {"sluice": sl + 1, "nginx": free_port(), "haproxy": free_port()}
+        # Each port from the kernel: `sl + 1` could be a port another process holds.
+        sl, sl_https = free_port(), free_port()
+        sluice(p, binary, work, sl, up, tls=(cert, key), https_port=sl_https)
+        ports = {"sluice": sl_https, "nginx": free_port(), "haproxy": free_port()}
         wait_port(ports["sluice"])
         nginx_proxy(p, work, ports["nginx"], up, tls=(cert, key))
         haproxy(p, work, ports["haproxy"], up, tls=(cert, key, pem))
