@@ -326,8 +326,10 @@ impl Proxy {
                 if let (Some(consumer), false) = (&consumer, bytes.is_empty()) {
                     auth::check_model(consumer, parsed.model.as_deref(), access)?;
                 }
-                asked.model.clone_from(&parsed.model);
-                asked.max_output = parsed.max_output_tokens;
+                if !rate_limits.is_empty() {
+                    asked.model.clone_from(&parsed.model);
+                    asked.max_output = parsed.max_output_tokens;
+                }
                 Outgoing::Held {
                     model: parsed.model.zip(parsed.model_span),
                     prompt: parsed.prompt_span,
