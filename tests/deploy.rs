@@ -9,10 +9,9 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{get, post_json};
@@ -516,32 +515,21 @@ struct Running {
 }
 
 fn start_with_k8s_config() -> Running {
-    let mut child = Command::new(SLUICE)
-        .args(["run", "-c"])
-        .arg(repo().join("k8s/base/conf/sluice.toml"))
-        .args(["--http", "127.0.0.1:0", "--https", "127.0.0.1:0"])
-        .args(["--monitor", "127.0.0.1:0", "--workers", "1"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The config logs JSON: read the bound addresses from the `listening` line.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (http, monitor) = loop {
-        let line = lines
-            .next()
-            .expect("sluice exited before listening")
-            .unwrap();
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            panic!("the Kubernetes config logs JSON, got: {line}");
-        };
-        if event["message"] == "listening" {
-            break (
-                event["http"].as_str().unwrap().parse().unwrap(),
-                event["monitor"].as_str().unwrap().parse().unwrap(),
-            );
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    // The config logs JSON: every line up to `listening` must be JSON.
+    let (child, http, monitor) = common::binary::spawn_with(
+        &repo().join("k8s/base/conf/sluice.toml"),
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--monitor",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ],
+        true,
+    );
     Running {
         child,
         http,

@@ -8,11 +8,23 @@ use std::process::{Child, Command, Stdio};
 /// Starts `sluice run -c config` on 127.0.0.1:0 and returns it with its bound (http,
 /// monitor) addresses, read from its `listening` log line.
 pub fn spawn(config: &Path) -> (Child, SocketAddr, SocketAddr) {
+    let args = ["--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0"];
+    let logs = ["--log-format", "json", "--log-level", "info"];
+    spawn_with(config, &[&args[..], &logs[..]].concat(), false)
+}
+
+/// Starts `sluice run -c config <args>` and waits for its `listening` log line, which must
+/// be JSON (from the config or `args`). With `only_json`, any other line before it fails
+/// the test; else such lines are skipped.
+pub fn spawn_with(
+    config: &Path,
+    args: &[&str],
+    only_json: bool,
+) -> (Child, SocketAddr, SocketAddr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", "-c"])
         .arg(config)
-        .args(["--http", "127.0.0.1:0", "--monitor", "127.0.0.1:0"])
-        .args(["--log-format", "json", "--log-level", "info"])
+        .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -23,6 +35,7 @@ pub fn spawn(config: &Path) -> (Child, SocketAddr, SocketAddr) {
             .expect("gateway exited before listening")
             .unwrap();
         let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+            assert!(!only_json, "expected JSON log lines, got: {line}");
             continue;
         };
         if event["message"] == "listening" {
