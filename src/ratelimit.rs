@@ -171,6 +171,35 @@ impl Limiter {
         &self.metrics
     }
 
+    /// Takes `cost` from `limit`'s local bucket for `key` and notes its level in `headers`;
+    /// a refusal gives the wait until there is room.
+    fn take_local(
+        &self,
+        limit: &Arc<Limit>,
+        key: Vec<u8>,
+        rate: Rate,
+        cost: f64,
+        headers: &mut RateHeaders,
+    ) -> Result<Taken, Duration> {
+        match self.local.try_take(&key, rate, cost) {
+            Ok(level) => {
+                headers.see(limit, &rate, level);
+                Ok(Taken {
+                    limit: Arc::clone(limit),
+                    key,
+                    rate,
+                    cost,
+                    place: Place::Local,
+                })
+            }
+            Err(wait) => {
+                let level = self.local.level(&key).unwrap_or(rate.capacity);
+                headers.see(limit, &rate, level);
+                Err(wait)
+            }
+        }
+    }
+
     /// Decides whether `ask` passes every one of `limits`, and takes what it costs if so.
     pub async fn admit(self: &Arc<Self>, limits: &[&Arc<Limit>], ask: &Ask<'_>) -> Decision {
         let mut admission = Admission {
@@ -209,21 +238,11 @@ impl Limiter {
                     continue;
                 }
             }
-            match self.local.try_take(&key, rate, cost) {
-                Ok(level) => {
-                    headers.see(limit, &rate, level);
-                    admission.taken.push(Taken {
-                        limit: Arc::clone(limit),
-                        key,
-                        rate,
-                        cost,
-                        place: Place::Local,
-                    });
-                }
+            let taken = self.take_local(limit, key, rate, cost, &mut headers);
+            match taken {
+                Ok(taken) => admission.taken.push(taken),
                 Err(wait) => {
                     limit.decisions.limited.inc();
-                    let level = self.local.level(&key).unwrap_or(rate.capacity);
-                    headers.see(limit, &rate, level);
                     return refuse(admission, headers, limited(limit, wait));
                 }
             }
@@ -273,22 +292,13 @@ impl Limiter {
                     }
                     // Every Redis limit fails open: each decides with its local bucket.
                     for (limit, key, rate, cost) in remote {
-                        match self.local.try_take(&key, rate, cost) {
-                            Ok(level) => {
-                                headers.see(limit, &rate, level);
+                        match self.take_local(limit, key, rate, cost, &mut headers) {
+                            Ok(taken) => {
                                 fallback.push(limit);
-                                admission.taken.push(Taken {
-                                    limit: Arc::clone(limit),
-                                    key,
-                                    rate,
-                                    cost,
-                                    place: Place::Local,
-                                });
+                                admission.taken.push(taken);
                             }
                             Err(wait) => {
                                 limit.decisions.fallback_limited.inc();
-                                let level = self.local.level(&key).unwrap_or(rate.capacity);
-                                headers.see(limit, &rate, level);
                                 return refuse(admission, headers, limited(limit, wait));
                             }
                         }
