@@ -260,7 +260,18 @@ async fn a_slow_redis_never_holds_a_request_past_the_timeout() {
         let redis = RedisServer::attach(port);
         redis.command(&["DEBUG", "SLEEP", "3"]).await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Wait until Redis is asleep: a PING it leaves unanswered for half a second, well
+    // inside the 3 s it sleeps.
+    let probe = RedisServer::attach(port);
+    tokio::time::timeout(HANG_GUARD, async {
+        let ping = || probe.command(&["PING"]);
+        while tokio::time::timeout(Duration::from_millis(500), ping())
+            .await
+            .is_ok()
+        {}
+    })
+    .await
+    .expect("Redis never went to sleep");
     let answer = chat(&gw).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert!(
