@@ -18,6 +18,7 @@
 pub mod check;
 mod connect;
 pub mod credentials;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 mod pool;
@@ -38,7 +39,7 @@ use crate::mock::MockBackend;
 use crate::proxy::limit::{BodyTooLarge, ClientBodyError};
 use connect::{Conn, Want};
 use health::BackendState;
-use pool::{Pool, PooledBody};
+use pool::Pool;
 use tls::TlsTarget;
 
 /// Settings shared by a cluster's backends. Compared on reload: a backend whose settings
@@ -133,12 +134,13 @@ impl HttpBackend {
         &self,
         req: Request<Body>,
     ) -> Result<Response<hyper::body::Incoming>, ProxyError> {
-        let Conn::H1(mut sender) = self.connect(Want::Http1).await? else {
+        let Conn::H1(conn) = self.connect(Want::Http1).await? else {
             return Err(ProxyError::Upstream(
                 "an HTTP/2 connection where HTTP/1.1 was asked for".to_owned(),
             ));
         };
-        sender
+        connect::tunnel(conn)
+            .await?
             .send_request(req)
             .await
             .map_err(|e| upstream_error(&e))
@@ -183,34 +185,23 @@ impl HttpBackend {
         if want == Want::Alpn {
             origin_form(&mut req);
         }
-        // Idle connections first. One the backend closed before the request was written
-        // gives the request back, and the next connection gets it.
-        while let Some(mut sender) = self.pool.checkout() {
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok(PooledBody::wrap(response, sender, self)),
-                Err(mut err) => match err.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(upstream_error(&err.into_error())),
-                },
-            }
-        }
-        match Box::pin(self.connect(want)).await? {
-            Conn::H1(mut sender) => match sender.send_request(req).await {
-                Ok(response) => Ok(PooledBody::wrap(response, sender, self)),
-                Err(err) => Err(upstream_error(&err)),
-            },
-            Conn::H2(sender) => {
-                // ALPN chose HTTP/2: the request goes back to the form HTTP/2 needs.
-                if let Some(uri) = h2_uri {
-                    *req.uri_mut() = uri;
+        // An idle connection first: the pool hands out only those the backend has not
+        // closed.
+        let conn = match self.pool.checkout() {
+            Some(conn) => conn,
+            None => match Box::pin(self.connect(want)).await? {
+                Conn::H1(conn) => conn,
+                Conn::H2(sender) => {
+                    // ALPN chose HTTP/2: the request goes back to the form HTTP/2 needs.
+                    if let Some(uri) = h2_uri {
+                        *req.uri_mut() = uri;
+                    }
+                    self.pool.set_shared_h2(sender.clone());
+                    return Self::send_on_h2(sender, req).await;
                 }
-                self.pool.set_shared_h2(sender.clone());
-                Self::send_on_h2(sender, req).await
-            }
-        }
+            },
+        };
+        conn.send(req, self).await
     }
 
     /// Sends on the shared HTTP/2 connection, opening it first if there is none.

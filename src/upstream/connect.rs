@@ -1,5 +1,6 @@
 //! Opening connections to a backend: resolve, connect within the timeout, the TLS handshake
-//! for `https://` backends, the HTTP handshake, and the task that drives the connection.
+//! for `https://` backends; for HTTP/2 also the handshake and the task that drives the
+//! connection (HTTP/1.1 connections are driven by their requests, [`super::h1`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,13 +12,14 @@ use hyper::rt::{Read, Write};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
+use super::h1::{H1Conn, Io};
 use super::tls::{self, TlsTarget};
 use crate::body::Body;
 use crate::error::ProxyError;
 
 /// A new connection, of the protocol that was agreed.
 pub enum Conn {
-    H1(http1::SendRequest<Body>),
+    H1(H1Conn),
     H2(http2::SendRequest<Body>),
 }
 
@@ -60,48 +62,46 @@ pub async fn open(
             .map_err(|_| ProxyError::ConnectTimeout(limit))??,
         None => connecting.await?,
     };
+    if !h2 {
+        return Ok(Conn::H1(H1Conn::new(io)));
+    }
     match io {
-        Io::Plain(tcp) => handshake(TokioIo::new(tcp), h2).await,
-        Io::Tls(stream) => handshake(TokioIo::new(*stream), h2).await,
+        Io::Plain(tcp) => handshake_h2(TokioIo::new(tcp)).await,
+        Io::Tls(stream) => handshake_h2(TokioIo::new(*stream)).await,
     }
 }
 
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-async fn handshake<I>(io: I, h2: bool) -> Result<Conn, ProxyError>
+async fn handshake_h2<I>(io: I) -> Result<Conn, ProxyError>
 where
     I: Read + Write + Unpin + Send + 'static,
 {
-    if h2 {
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .handshake(io)
-            .await
-            .map_err(|e| ProxyError::Connect(super::chain(&e)))?;
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "upstream h2 connection ended with an error");
-            }
-        });
-        return Ok(Conn::H2(sender));
-    }
-    let (sender, conn) = http1::Builder::new()
-        // Small JSON requests: one write of head and body beats a vectored write.
-        .writev(false)
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20))
         .handshake(io)
         .await
         .map_err(|e| ProxyError::Connect(super::chain(&e)))?;
     tokio::spawn(async move {
-        if let Err(err) = conn.with_upgrades().await {
-            tracing::debug!(error = %err, "upstream connection ended with an error");
+        if let Err(err) = conn.await {
+            tracing::debug!(error = %err, "upstream h2 connection ended with an error");
         }
     });
-    Ok(Conn::H1(sender))
+    Ok(Conn::H2(sender))
+}
+
+/// Starts hyper's HTTP/1.1 client on `conn` for one request that upgrades the connection
+/// (a WebSocket tunnel); the caller takes the upgraded stream with `hyper::upgrade::on`.
+pub async fn tunnel(conn: H1Conn) -> Result<http1::SendRequest<Body>, ProxyError> {
+    let (sender, conn) = http1::handshake(TokioIo::new(conn.into_io()))
+        .await
+        .map_err(|e| ProxyError::Connect(super::chain(&e)))?;
+    tokio::spawn(async move {
+        if let Err(err) = conn.with_upgrades().await {
+            tracing::debug!(error = %err, "upstream tunnel connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// Resolves `authority` and connects to the first address that answers.
