@@ -1,6 +1,8 @@
 //! Message heads on the wire: the request head written to a backend, and the response head
 //! read back with how its body is framed (RFC 9112 §6.3).
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Response, StatusCode, Version};
@@ -43,8 +45,8 @@ pub fn encode_request(
             continue;
         }
         if name == header::CONTENT_LENGTH {
-            let length =
-                content_length(value).ok_or(HeadError("invalid request Content-Length"))?;
+            let length = content_length(value.as_bytes())
+                .ok_or(HeadError("invalid request Content-Length"))?;
             if announced.is_some_and(|seen| seen != length) {
                 return Err(HeadError("conflicting request Content-Length values"));
             }
@@ -132,15 +134,19 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
             buf.advance(parsed.len);
             continue;
         }
+        let (framing, keep_alive) = framing(&parsed, method)?;
         // The values are slices of the head's bytes, shared rather than copied.
         let head = buf.split_to(parsed.len).freeze();
         let mut headers = HeaderMap::with_capacity(parsed.fields.len());
         for (name, start, end) in parsed.fields {
+            // A length beside chunked framing is not passed on (RFC 9112 §6.3).
+            if framing == Framing::Chunked && name == header::CONTENT_LENGTH {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| HeadError("invalid header value"))?;
             headers.append(name, value);
         }
-        let (framing, keep_alive) = framing(parsed.status, parsed.version, &mut headers, method)?;
         let mut response = Response::new(());
         *response.status_mut() = parsed.status;
         *response.version_mut() = parsed.version;
@@ -153,110 +159,122 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
     }
 }
 
-/// One response head as httparse saw it, its values as offsets into the buffer.
+/// One response head as httparse saw it: its values as offsets into the buffer, and what
+/// the fields that frame the body said, gathered in the same pass.
 struct Parsed {
     len: usize,
     status: StatusCode,
     version: Version,
     fields: SmallVec<[(HeaderName, usize, usize); 16]>,
+    /// `Connection` listed `close` / `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    /// `Transfer-Encoding` was present; whether its last coding is `chunked`.
+    chunked: Option<bool>,
+    /// The `Content-Length`, if one was given; `Err` if a value was invalid or they differ.
+    length: Result<Option<u64>, HeadError>,
 }
 
 fn parse_one(buf: &BytesMut) -> Result<Option<Parsed>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return Ok(None),
         Ok(_) => return Err(HeadError("response head too large")),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError("too many header fields")),
         Err(_) => return Err(HeadError("malformed response head")),
     };
-    let status = StatusCode::from_u16(parsed.code.unwrap_or(0))
-        .map_err(|_| HeadError("invalid status code"))?;
-    let version = if parsed.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
+    let mut parsed = Parsed {
+        len,
+        status: StatusCode::from_u16(response.code.unwrap_or(0))
+            .map_err(|_| HeadError("invalid status code"))?,
+        version: if response.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        },
+        fields: SmallVec::new(),
+        close: false,
+        keep_alive: false,
+        chunked: None,
+        length: Ok(None),
     };
     let base = buf.as_ptr() as usize;
-    let mut offsets = SmallVec::new();
-    for field in parsed.headers.iter() {
+    for field in response.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError("invalid header name"))?;
-        let start = field.value.as_ptr() as usize - base;
-        offsets.push((name, start, start + field.value.len()));
+        let value = field.value;
+        if name == header::CONNECTION {
+            for token in tokens(value) {
+                parsed.close |= token.eq_ignore_ascii_case(b"close");
+                parsed.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            // The last field's last coding decides.
+            let last = tokens(value).last().unwrap_or_default();
+            parsed.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONTENT_LENGTH {
+            parsed.length = match (parsed.length, content_length(value)) {
+                (Ok(None), Some(length)) => Ok(Some(length)),
+                (Ok(Some(seen)), Some(length)) if seen == length => Ok(Some(length)),
+                (Ok(Some(_)), Some(_)) => Err(HeadError("conflicting Content-Length values")),
+                (Err(err), _) => Err(err),
+                (_, None) => Err(HeadError("invalid Content-Length")),
+            };
+        }
+        let start = value.as_ptr() as usize - base;
+        parsed.fields.push((name, start, start + value.len()));
     }
-    Ok(Some(Parsed {
-        len,
-        status,
-        version,
-        fields: offsets,
-    }))
+    Ok(Some(parsed))
 }
 
-/// The body's framing and whether the connection stays open after it.
-fn framing(
-    status: StatusCode,
-    version: Version,
-    headers: &mut HeaderMap,
-    method: &Method,
-) -> Result<(Framing, bool), HeadError> {
-    let mut keep_alive = if version == Version::HTTP_11 {
-        !has_token(headers, &header::CONNECTION, "close")
+/// The body's framing and whether the connection stays open after it (RFC 9112 §6.3).
+fn framing(parsed: &Parsed, method: &Method) -> Result<(Framing, bool), HeadError> {
+    let keep_alive = if parsed.version == Version::HTTP_11 {
+        !parsed.close
     } else {
-        has_token(headers, &header::CONNECTION, "keep-alive")
+        parsed.keep_alive && !parsed.close
     };
+    let status = parsed.status;
     if method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         return Ok((Framing::Empty, keep_alive));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Chunked only when it is the last coding; otherwise the body runs to the close.
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        // With a Content-Length beside it, the message was meant for a smuggling proxy:
-        // read it as chunked, pass no length on, and never reuse the connection (RFC 9112
-        // §6.3).
-        if headers.remove(header::CONTENT_LENGTH).is_some() || !chunked {
-            keep_alive = false;
-        }
-        let framing = if chunked {
-            Framing::Chunked
-        } else {
-            Framing::Close
-        };
-        return Ok((framing, keep_alive));
+    match parsed.chunked {
+        // With a Content-Length beside it, the message was meant for a smuggling proxy: read
+        // it as chunked and never reuse the connection.
+        Some(true) => Ok((
+            Framing::Chunked,
+            keep_alive && matches!(parsed.length, Ok(None)),
+        )),
+        // Another coding last: the body runs until the backend closes.
+        Some(false) => Ok((Framing::Close, false)),
+        None => match parsed.length.clone()? {
+            Some(length) => Ok((Framing::Length(length), keep_alive)),
+            None => Ok((Framing::Close, false)),
+        },
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        let this = content_length(value).ok_or(HeadError("invalid Content-Length"))?;
-        if length.is_some_and(|seen| seen != this) {
-            return Err(HeadError("conflicting Content-Length values"));
-        }
-        length = Some(this);
-    }
-    Ok(match length {
-        Some(length) => (Framing::Length(length), keep_alive),
-        None => (Framing::Close, false),
-    })
 }
 
 /// A `Content-Length` value: digits only, possibly a list of one repeated value.
-fn content_length(value: &HeaderValue) -> Option<u64> {
+fn content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
-    for part in value.as_bytes().split(|&b| b == b',') {
+    for part in value.split(|&b| b == b',') {
         let part = part.trim_ascii();
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        let this = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        let this = part
+            .iter()
+            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
         if length.is_some_and(|seen| seen != this) {
             return None;
         }
@@ -265,14 +283,9 @@ fn content_length(value: &HeaderValue) -> Option<u64> {
     length
 }
 
-/// Whether a comma-separated header such as `Connection` lists `token`.
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+/// The trimmed tokens of a comma-separated value such as `Connection`'s.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 #[cfg(test)]
