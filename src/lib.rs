@@ -28,7 +28,8 @@
 //!   `key` (what a bucket is per), `limit` (a compiled limit), `metrics`.
 //! - [`llm`]: OpenAI request and response shapes, model patterns and rewrites, the SSE
 //!   parser, usage accounting, GenAI metrics.
-//! - [`upstream`]: pooled clients to backends (TLS to `https://` ones in `upstream::tls`), the
+//! - [`upstream`]: pooled clients to backends (HTTP/1.1 in `upstream::h1`, driven in the
+//!   request's task; HTTP/2 through hyper; TLS to `https://` ones in `upstream::tls`), the
 //!   in-process mock target, backend health and load (`health`, `check`), provider keys
 //!   (`credentials`), and their metrics and `/status` details.
 //! - [`mock`]: the built-in OpenAI-compatible mock model server behind `mock://` URLs.
