@@ -705,3 +705,51 @@ async fn a_get_arrives_without_a_body_or_transfer_encoding() {
     );
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// A backend that refuses an upload before reading it.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_early_answer_to_an_upload_reaches_the_client() {
+    // The backend reads the head, answers 413 and closes with the body unread (a reset):
+    // sluice's write of the body fails, and the answer already in its socket is passed on.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let backend = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        socket
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")
+            .await
+            .unwrap();
+        drop(socket);
+    });
+    let gw = Gateway::start(&format!(
+        r#"
+        [[clusters]]
+        name = "c"
+        backends = [{{ url = "http://{addr}" }}]
+
+        [[routes]]
+        name = "all"
+        cluster = "c"
+        "#
+    ))
+    .await;
+
+    let upload = Request::post(gw.url("/v1/files"))
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from(vec![b'x'; 4 << 20])))
+        .unwrap();
+    let answer = within(send(upload)).await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert_eq!(answer.text(), "too large");
+    backend.await.unwrap();
+    gw.stop().await;
+}

@@ -9,9 +9,11 @@
 //! pulls it ([`body::H1Body`]). The read buffer exists only while bytes are in it, so an
 //! idle stream holds no buffer, and a connection waiting in the pool holds none either.
 //!
-//! What it leaves out: the request body is sent whole before the response is read (a
-//! backend that answers early and stops reading stalls the request until its timeout),
-//! request trailers are dropped, and `Upgrade` requests go through hyper on a connection of
+//! What it leaves out: the request body is sent whole before the response is read. A
+//! backend that answers early and closes (a 413 to a large upload) has its answer passed
+//! on, if it reached the socket before the write failed; one that answers early and keeps
+//! the connection open without reading stalls the request until its timeout. Trailers are
+//! dropped both ways, and `Upgrade` requests go through hyper on a connection of
 //! their own ([`super::HttpBackend::open_tunnel`]).
 
 pub mod body;
@@ -37,6 +39,14 @@ use crate::body::Body;
 use crate::error::ProxyError;
 use body::H1Body;
 use head::Sending;
+
+/// Why a request did not go out whole.
+enum Unsent {
+    /// The request itself: its body failed or did not match its length.
+    Request(ProxyError),
+    /// The socket: the backend closed or reset the connection.
+    Socket(io::Error),
+}
 
 /// How much a read asks for at first, and at most: reads that fill what they asked for
 /// double it, so a large download takes fewer, larger reads.
@@ -104,7 +114,20 @@ impl H1Conn {
         backend: &Arc<HttpBackend>,
     ) -> Result<Response<Body>, ProxyError> {
         let method = req.method().clone();
-        self.write_request(req).await?;
+        match self.write_request(req).await {
+            Ok(()) => {}
+            Err(Unsent::Request(err)) => return Err(err),
+            // A backend that refuses an upload early (413, 401) answers and closes without
+            // reading the rest; its answer, if it came, is the one the client should get.
+            Err(Unsent::Socket(err)) => match self.early_answer(&method).await {
+                Some(mut head) => {
+                    head.keep_alive = false;
+                    let body = H1Body::new(self, head.framing, false, backend);
+                    return Ok(head.response.map(|()| Body::new(body)));
+                }
+                None => return Err(upstream(err)),
+            },
+        }
         let head = loop {
             if let Some(head) = head::parse_response(&mut self.buf, &method).map_err(upstream)? {
                 break head;
@@ -119,8 +142,23 @@ impl H1Conn {
         Ok(head.response.map(|()| Body::new(body)))
     }
 
+    /// A response head the backend sent before the request was written whole. The write
+    /// failed, so the connection is dead and reads end at once: with what the backend sent
+    /// before it closed, then an end or an error.
+    async fn early_answer(&mut self, method: &http::Method) -> Option<head::Head> {
+        loop {
+            if let Ok(Some(head)) = head::parse_response(&mut self.buf, method) {
+                return Some(head);
+            }
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(read) if read > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
     /// Writes the request head and its body: one write when the body is already whole.
-    async fn write_request(&mut self, req: Request<Body>) -> Result<(), ProxyError> {
+    async fn write_request(&mut self, req: Request<Body>) -> Result<(), Unsent> {
         let (parts, mut body) = req.into_parts();
         let mut out = Vec::with_capacity(512);
         let sending = head::encode_request(
@@ -129,13 +167,16 @@ impl H1Conn {
             body.is_end_stream(),
             &mut out,
         )
-        .map_err(|e| ProxyError::BadRequest(e.0.to_owned()))?;
+        .map_err(|e| Unsent::Request(ProxyError::BadRequest(e.0.to_owned())))?;
         drop(parts);
         let mut sent = 0u64;
         if sending != Sending::Nothing {
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| {
-                    super::classify(&*e).unwrap_or_else(|| ProxyError::Upstream(super::chain(&*e)))
+                    Unsent::Request(
+                        super::classify(&*e)
+                            .unwrap_or_else(|| ProxyError::Upstream(super::chain(&*e))),
+                    )
                 })?;
                 let Ok(data) = frame.into_data() else {
                     continue;
@@ -146,9 +187,9 @@ impl H1Conn {
                 sent += data.len() as u64;
                 match sending {
                     Sending::Length(length) if sent > length => {
-                        return Err(ProxyError::BadRequest(
+                        return Err(Unsent::Request(ProxyError::BadRequest(
                             "request body longer than its Content-Length".to_owned(),
-                        ))
+                        )))
                     }
                     Sending::Chunked => chunk(&mut out, &data),
                     _ => out.extend_from_slice(&data),
@@ -163,16 +204,16 @@ impl H1Conn {
         match sending {
             Sending::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
             Sending::Length(length) if sent != length => {
-                return Err(ProxyError::BadRequest(
+                return Err(Unsent::Request(ProxyError::BadRequest(
                     "request body shorter than its Content-Length".to_owned(),
-                ))
+                )))
             }
             _ => {}
         }
         self.write(&out).await
     }
 
-    async fn write(&mut self, bytes: &[u8]) -> Result<(), ProxyError> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), Unsent> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -183,7 +224,7 @@ impl H1Conn {
                 Err(err) => Err(err),
             },
         };
-        written.map_err(upstream)
+        written.map_err(Unsent::Socket)
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at the end of the stream. On plain TCP the
@@ -209,6 +250,9 @@ impl H1Conn {
         };
         if read >= self.read_size {
             self.read_size = (self.read_size * 2).min(MAX_READ_SIZE);
+        } else if read < READ_SIZE {
+            // Small reads again (the next response, or a stream's events): small buffers.
+            self.read_size = READ_SIZE;
         }
         Poll::Ready(Ok(read))
     }

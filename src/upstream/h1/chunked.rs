@@ -84,8 +84,8 @@ impl Chunked {
                     *self = Chunked::Size;
                 }
                 Chunked::Trailers(seen) => {
-                    let Some(line) = take_line(buf, MAX_TRAILERS - seen, "trailers too long")?
-                    else {
+                    let left = MAX_TRAILERS.saturating_sub(seen);
+                    let Some(line) = take_line(buf, left, "trailers too long")? else {
                         return Ok(Step::More);
                     };
                     *self = if line.is_empty() {
@@ -113,7 +113,8 @@ fn take_line(
             Ok(None)
         };
     };
-    if end > max {
+    // The line with its LF is `end + 1` bytes; it must fit in `max`.
+    if end >= max {
         return Err(ChunkedError(too_long));
     }
     if end == 0 || buf[end - 1] != b'\r' {
@@ -214,6 +215,22 @@ mod tests {
                 String::from_utf8_lossy(wire)
             );
         }
+    }
+
+    #[test]
+    fn trailers_end_at_their_bound_exactly() {
+        // One trailer line of `x`s, then the empty line: `x`s + 4 bytes in all.
+        let section = |xs: usize| {
+            let mut wire = b"0\r\n".to_vec();
+            wire.extend(std::iter::repeat_n(b'x', xs));
+            wire.extend_from_slice(b"\r\n\r\n");
+            decode(&wire, 1000)
+        };
+        assert!(section(MAX_TRAILERS - 4).unwrap().1);
+        assert_eq!(
+            section(MAX_TRAILERS - 3).unwrap_err(),
+            ChunkedError("trailers too long")
+        );
     }
 
     #[test]

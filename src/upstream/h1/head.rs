@@ -74,6 +74,11 @@ pub fn encode_request(
             );
             Sending::Length(length)
         }
+        // A body of unknown length on a method that has none in practice (an HTTP/2 client
+        // that ends the stream with an empty DATA frame): sent without one, as hyper does.
+        (None, None) if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) => {
+            Sending::Nothing
+        }
         (None, None) => {
             field(out, b"transfer-encoding", b"chunked");
             Sending::Chunked
@@ -139,8 +144,9 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         let head = buf.split_to(parsed.len).freeze();
         let mut headers = HeaderMap::with_capacity(parsed.fields.len());
         for (name, start, end) in parsed.fields {
-            // A length beside chunked framing is not passed on (RFC 9112 §6.3).
-            if framing == Framing::Chunked && name == header::CONTENT_LENGTH {
+            // A length beside a transfer coding is not passed on (RFC 9112 §6.3): the
+            // client's side frames the body itself.
+            if parsed.chunked.is_some() && name == header::CONTENT_LENGTH {
                 continue;
             }
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
@@ -250,10 +256,11 @@ fn framing(parsed: &Parsed, method: &Method) -> Result<(Framing, bool), HeadErro
     }
     match parsed.chunked {
         // With a Content-Length beside it, the message was meant for a smuggling proxy: read
-        // it as chunked and never reuse the connection.
+        // it as chunked and never reuse the connection. HTTP/1.0 has no transfer codings: the
+        // same (RFC 9112 §6.1).
         Some(true) => Ok((
             Framing::Chunked,
-            keep_alive && matches!(parsed.length, Ok(None)),
+            keep_alive && matches!(parsed.length, Ok(None)) && parsed.version == Version::HTTP_11,
         )),
         // Another coding last: the body runs until the backend closes.
         Some(false) => Ok((Framing::Close, false)),

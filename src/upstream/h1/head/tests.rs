@@ -67,12 +67,22 @@ fn framing_follows_rfc_9112() {
             Framing::Chunked,
             false,
         ),
+        (
+            "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n",
+            Framing::Chunked,
+            false,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip\r\n\r\n",
+            Framing::Close,
+            false,
+        ),
     ];
     for (wire, framing, keep_alive) in cases {
         let parsed = head(wire);
         assert_eq!(parsed.framing, framing, "{wire:?}");
         assert_eq!(parsed.keep_alive, keep_alive, "{wire:?}");
-        if framing == Framing::Chunked {
+        if wire.contains("transfer-encoding") {
             assert!(
                 !parsed.response.headers().contains_key("content-length"),
                 "{wire:?}"
@@ -178,6 +188,15 @@ fn request_heads_carry_the_framing_of_their_body() {
         (
             "POST /v1/chat HTTP/1.1\r\nhost: b\r\ncontent-length: 12\r\n\r\n".to_owned(),
             Sending::Length(12)
+        )
+    );
+    // A GET whose body turned out to be of unknown length goes without one.
+    let get = Request::get("/").header("host", "b").body(()).unwrap();
+    assert_eq!(
+        encode(get, None, false),
+        (
+            "GET / HTTP/1.1\r\nhost: b\r\n\r\n".to_owned(),
+            Sending::Nothing
         )
     );
     assert_eq!(
