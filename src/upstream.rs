@@ -28,8 +28,8 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, Uri, Version};
+use http::uri::Authority;
+use http::{Request, Response, Version};
 
 use crate::body::Body;
 use crate::config::file::UpstreamProtocol;
@@ -175,16 +175,11 @@ impl HttpBackend {
     /// connection may turn out to be HTTP/2; it then becomes the shared one.
     async fn send_http1(
         self: &Arc<Self>,
-        mut req: Request<Body>,
+        req: Request<Body>,
         want: Want,
     ) -> Result<Response<Body>, ProxyError> {
-        // `prepare` wrote the absolute form that HTTP/2 needs (its `:authority` follows the
-        // route's Host policy); it is kept in case ALPN picks HTTP/2, and HTTP/1.1 gets the
-        // origin form.
-        let h2_uri = (want == Want::Alpn).then(|| req.uri().clone());
-        if want == Want::Alpn {
-            origin_form(&mut req);
-        }
+        // With `auto`, `prepare` wrote the absolute form that HTTP/2 needs (its `:authority`
+        // follows the route's Host policy); the HTTP/1.1 client writes only its origin form.
         // An idle connection first: the pool hands out only those the backend has not
         // closed.
         let conn = match self.pool.checkout() {
@@ -192,10 +187,6 @@ impl HttpBackend {
             None => match Box::pin(self.connect(want)).await? {
                 Conn::H1(conn) => conn,
                 Conn::H2(sender) => {
-                    // ALPN chose HTTP/2: the request goes back to the form HTTP/2 needs.
-                    if let Some(uri) = h2_uri {
-                        *req.uri_mut() = uri;
-                    }
                     self.pool.set_shared_h2(sender.clone());
                     return Self::send_on_h2(sender, req).await;
                 }
@@ -255,19 +246,6 @@ impl HttpBackend {
         }
         opened
     }
-}
-
-/// Turns an absolute-form request into the origin form (`/path?query`) of HTTP/1.1.
-fn origin_form(req: &mut Request<Body>) {
-    if req.uri().scheme().is_some() {
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *req.uri_mut() = Uri::from(path);
-    }
-    *req.version_mut() = Version::HTTP_11;
 }
 
 /// A failed exchange: the client's body if that is what broke, an HTTP/2 stream the backend

@@ -120,8 +120,7 @@ impl H1Conn {
             // A backend that refuses an upload early (413, 401) answers and closes without
             // reading the rest; its answer, if it came, is the one the client should get.
             Err(Unsent::Socket(err)) => match self.early_answer(&method).await {
-                Some(mut head) => {
-                    head.keep_alive = false;
+                Some(head) => {
                     let body = H1Body::new(self, head.framing, false, backend);
                     return Ok(head.response.map(|()| Body::new(body)));
                 }
