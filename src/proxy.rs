@@ -213,6 +213,22 @@ impl Proxy {
                 Lookup::NeedsModel | Lookup::NotFound { .. } => None,
             },
             Lookup::NeedsModel => {
+                // A caller that every route it could reach would refuse is refused before
+                // its body is read.
+                let (path, method) = (parts.uri.path(), &parts.method);
+                let reachable = snapshot
+                    .router
+                    .reachable(&host, path, method, &parts.headers);
+                let auths = reachable.iter().map(|&i| {
+                    let route = &snapshot.routes[i];
+                    (route.name.as_str(), &route.auth)
+                });
+                auth::precheck(
+                    &snapshot.consumers,
+                    auths,
+                    &parts.headers,
+                    &self.metrics.access,
+                )?;
                 let bound = self.settings.max_buffered_body;
                 if declared.is_some_and(|len| len > bound) {
                     return Err(ProxyError::BodyTooLarge { limit: bound });

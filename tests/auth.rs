@@ -359,6 +359,104 @@ async fn optional_auth_admits_anonymous_callers_but_not_bad_keys() {
     gw.stop().await;
 }
 
+/// Two model routes on one path that both require a key, and a third, `free`, on another
+/// path that serves one model without a key after an authenticated one.
+const MODEL_ROUTES: &str = r#"
+    [[routes]]
+    name = "gpt"
+    cluster = "echo"
+    auth = "required"
+    [routes.match]
+    path = "/models/chat"
+    models = ["gpt-4o"]
+
+    [[routes]]
+    name = "llama"
+    cluster = "echo"
+    auth = "required"
+    [routes.match]
+    path = "/models/chat"
+    models = ["llama-*"]
+
+    [[routes]]
+    name = "guarded"
+    cluster = "echo"
+    auth = "required"
+    [routes.match]
+    path = "/mixed/chat"
+    models = ["gpt-4o"]
+
+    [[routes]]
+    name = "free"
+    cluster = "echo"
+    [routes.match]
+    path = "/mixed/chat"
+"#;
+
+/// Starts a POST to `path` whose body never comes: the answer can only be one given
+/// without reading it. The sender is returned so that the body stays open.
+async fn post_without_body(
+    gw: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (tokio::sync::mpsc::Sender<Bytes>, Answer) {
+    let (tx, body) = common::channel_body();
+    let mut req = Request::post(gw.url(path))
+        .header("content-type", "application/json")
+        .header("content-length", "1000");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = within(common::open(req.body(body).unwrap())).await;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let (body, _) = within(common::drain(response.into_body())).await;
+    (
+        tx,
+        Answer {
+            status,
+            headers,
+            body,
+        },
+    )
+}
+
+/// Awaits `future`, failing the test if it hangs; no assertion depends on the bound.
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(10), future)
+        .await
+        .expect("hang: the gateway waited for a body it should not have read")
+}
+
+#[tokio::test]
+async fn model_routes_refuse_bad_keys_before_reading_the_body() {
+    let echo = Upstream::echo("echo").await;
+    let gw = Gateway::start(&config(&echo.url(), MODEL_ROUTES)).await;
+
+    // Every route this request could reach requires a key: refused with the body unread.
+    let (_tx, answer) = post_without_body(&gw, "/models/chat", &[]).await;
+    answer.assert_error(401, "missing_api_key");
+    assert!(answer.text().contains("route `gpt`"), "{}", answer.text());
+    let bad = [("authorization", "Bearer sk-wrong")];
+    let (_tx, answer) = post_without_body(&gw, "/models/chat", &bad).await;
+    answer.assert_error(401, "invalid_api_key");
+
+    // A valid key is let through to the body: the route its model picks is then checked
+    // (alpha may use `chat` only).
+    let key = [("authorization", "Bearer sk-alpha")];
+    let answer = call(&gw, "/models/chat", &key, Some(chat("llama-3"))).await;
+    answer.assert_error(403, "route_not_allowed");
+    assert!(answer.text().contains("route `llama`"), "{}", answer.text());
+
+    // `free` takes any model without a key: the body must be read to know the route.
+    let answer = call(&gw, "/mixed/chat", &[], Some(chat("mistral"))).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let answer = call(&gw, "/mixed/chat", &[], Some(chat("gpt-4o"))).await;
+    answer.assert_error(401, "missing_api_key");
+    assert_eq!(echo.seen().len(), 1);
+    gw.stop().await;
+}
+
 #[test]
 fn the_access_log_names_the_consumer_and_never_the_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,8 +25,8 @@ use crate::ratelimit::Limit;
 /// The `x-api-key` header, read when there is no bearer token.
 pub static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// Whether a route asks for an API key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Whether a route asks for an API key, from the weakest to the strongest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AuthMode {
     /// Keys are not read; `Authorization` passes through untouched.
     #[default]
@@ -203,6 +203,45 @@ pub fn authenticate(
             metrics.auth_failure("invalid_key");
             Err(ProxyError::InvalidApiKey)
         }
+    }
+}
+
+/// Refuses, before the body of a request is read, what every route the request could still
+/// end on would refuse: no key where each of them requires one, or a key that is no
+/// consumer's where each of them reads keys. `routes` are those routes, with their names;
+/// when they read keys from different headers, nothing is judged here and each is left to
+/// [`authenticate`] once the route is known.
+pub fn precheck<'a>(
+    consumers: &Consumers,
+    mut routes: impl Iterator<Item = (&'a str, &'a RouteAuth)>,
+    headers: &HeaderMap,
+    metrics: &AccessMetrics,
+) -> Result<(), ProxyError> {
+    let Some((first_name, first)) = routes.next() else {
+        return Ok(());
+    };
+    let mut weakest = first.mode;
+    for (_, auth) in routes {
+        if auth.header != first.header {
+            return Ok(());
+        }
+        weakest = weakest.min(auth.mode);
+    }
+    if weakest == AuthMode::Off {
+        return Ok(());
+    }
+    match presented_key(headers, first.header.as_ref()) {
+        None if weakest == AuthMode::Required => {
+            metrics.auth_failure("missing_key");
+            Err(ProxyError::MissingApiKey {
+                route: first_name.to_owned(),
+            })
+        }
+        Some(key) if consumers.find(&KeyHash::of(key)).is_none() => {
+            metrics.auth_failure("invalid_key");
+            Err(ProxyError::InvalidApiKey)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -57,6 +57,10 @@ pub enum ModelQuery<'a> {
     /// The body has been read: its model, or `None` when it has none (not JSON, no
     /// `model`, or not a string), which no model condition accepts.
     Known(Option<&'a str>),
+    /// Any model: every route with a model condition is passed over and counted in
+    /// `Search::passed`, so that the lookup ends on the route a request naming no matching
+    /// model would take. See [`Router::reachable`].
+    Any,
 }
 
 /// The answer of [`Router::lookup`].
@@ -110,6 +114,8 @@ struct Candidate {
 struct Search<'a> {
     model: ModelQuery<'a>,
     wanted_model: bool,
+    /// With [`ModelQuery::Any`]: the routes with a model condition passed over.
+    passed: Vec<usize>,
 }
 
 /// A candidate's verdict.
@@ -133,6 +139,10 @@ impl Candidate {
             ModelQuery::Known(Some(model)) if models.matches(model) => Step::Take,
             ModelQuery::Known(_) => {
                 search.wanted_model = true;
+                Step::Skip
+            }
+            ModelQuery::Any => {
+                search.passed.push(self.route);
                 Step::Skip
             }
         }
@@ -201,14 +211,52 @@ impl Router {
         headers: &HeaderMap,
         model: ModelQuery,
     ) -> Lookup {
+        self.search(
+            host,
+            path,
+            method,
+            headers,
+            &mut Search {
+                model,
+                wanted_model: false,
+                passed: Vec::new(),
+            },
+        )
+    }
+
+    /// Every route a request could end on, whatever model its body names: the routes with a
+    /// model condition that accept everything else, then the route that takes it when none
+    /// of them does (if any). For checks that must run before the body is read.
+    pub fn reachable(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Vec<usize> {
         let mut search = Search {
-            model,
+            model: ModelQuery::Any,
             wanted_model: false,
+            passed: Vec::new(),
         };
+        if let Lookup::Found(found) = self.search(host, path, method, headers, &mut search) {
+            search.passed.push(found.route);
+        }
+        search.passed
+    }
+
+    fn search(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+        search: &mut Search,
+    ) -> Lookup {
         let in_group =
             |group: &HostGroup, search: &mut Search| group.find(path, method, headers, search);
         if let Some(group) = self.exact_hosts.get(host) {
-            if let Some(found) = in_group(group, &mut search) {
+            if let Some(found) = in_group(group, search) {
                 return found;
             }
         }
@@ -216,13 +264,13 @@ impl Router {
             // Suffixes from longest to shortest: ".b.example.com" before ".example.com".
             for (i, _) in host.match_indices('.') {
                 if let Some(group) = self.wildcard_hosts.get(&host[i..]) {
-                    if let Some(found) = in_group(group, &mut search) {
+                    if let Some(found) = in_group(group, search) {
                         return found;
                     }
                 }
             }
         }
-        in_group(&self.any_host, &mut search).unwrap_or(Lookup::NotFound {
+        in_group(&self.any_host, search).unwrap_or(Lookup::NotFound {
             wanted_model: search.wanted_model,
         })
     }

@@ -197,3 +197,25 @@ fn a_missing_model_is_reported_when_only_model_routes_would_match() {
         }
     );
 }
+
+#[test]
+fn reachable_lists_every_route_a_model_could_pick() {
+    let chat = "/v1/chat/completions";
+    let routes = [
+        with_models(PathMatch::Exact(chat.into()), &["gpt-4o"]),
+        with_models(PathMatch::Exact(chat.into()), &["llama-*"]),
+        with_models(prefix("/v1/"), &["*-embed"]),
+        route(&[], prefix("/v1/")),
+        route(&[], prefix("/")),
+        with_models(prefix("/only/"), &["a"]),
+    ];
+    let router = Router::new(&routes);
+    let reachable = |path| router.reachable("h", path, &Method::POST, &HeaderMap::new());
+    // The lookup ends on the first route without a condition; routes after it are never
+    // reached.
+    assert_eq!(reachable(chat), [0, 1, 2, 3]);
+    assert_eq!(reachable("/v2"), [4]);
+    // Past the model route of a longer prefix, a shorter prefix takes any other model.
+    assert_eq!(reachable("/only/x"), [5, 4]);
+    assert_eq!(reachable("/v1/models"), [2, 3]);
+}
