@@ -55,3 +55,4 @@ pub mod ratelimit;
 pub mod reload;
 pub mod tls;
 pub mod upstream;
+pub mod wire;

@@ -17,7 +17,6 @@
 //! their own ([`super::HttpBackend::open_tunnel`]).
 
 pub mod body;
-pub mod chunked;
 pub mod head;
 
 use std::future::poll_fn;
@@ -26,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{Request, Response};
 use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
@@ -37,6 +36,7 @@ use tokio_rustls::client::TlsStream;
 use super::HttpBackend;
 use crate::body::Body;
 use crate::error::ProxyError;
+use crate::wire;
 use body::H1Body;
 use head::Sending;
 
@@ -190,7 +190,7 @@ impl H1Conn {
                             "request body longer than its Content-Length".to_owned(),
                         )))
                     }
-                    Sending::Chunked => chunk(&mut out, &data),
+                    Sending::Chunked => wire::chunk(&mut out, &data),
                     _ => out.extend_from_slice(&data),
                 }
                 // More to come: what is ready goes out rather than waiting for the rest.
@@ -270,29 +270,6 @@ fn reserve(buf: &mut BytesMut, size: usize) {
     }
 }
 
-/// One chunk of the chunked coding.
-fn chunk(out: &mut Vec<u8>, data: &Bytes) {
-    let mut size = [0u8; 16];
-    let digits = hex(data.len(), &mut size);
-    out.extend_from_slice(digits);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in lower-case hex, written into `buf`.
-fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
-}
-
 fn upstream(err: impl std::fmt::Display) -> ProxyError {
     ProxyError::Upstream(err.to_string())
 }
@@ -334,18 +311,5 @@ impl AsyncWrite for Io {
             Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
             Io::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::hex;
-
-    #[test]
-    fn chunk_sizes_are_lower_case_hex() {
-        let mut buf = [0u8; 16];
-        assert_eq!(hex(0, &mut buf), b"0");
-        assert_eq!(hex(0x1af, &mut buf), b"1af");
-        assert_eq!(hex(usize::MAX, &mut buf), b"ffffffffffffffff");
     }
 }

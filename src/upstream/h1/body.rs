@@ -11,11 +11,11 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::chunked::{Chunked, Step};
 use super::head::Framing;
 use super::H1Conn;
 use crate::body::BoxError;
 use crate::upstream::HttpBackend;
+use crate::wire::chunked::{Chunked, Step};
 
 /// What is left to read.
 #[derive(Debug)]

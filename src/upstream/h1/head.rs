@@ -8,6 +8,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Response, StatusCode, Version};
 use smallvec::SmallVec;
 
+use crate::wire::{content_length, tokens};
+
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 100;
 /// Most bytes of a response head; a longer one is refused.
@@ -269,30 +271,6 @@ fn framing(parsed: &Parsed, method: &Method) -> Result<(Framing, bool), HeadErro
             None => Ok((Framing::Close, false)),
         },
     }
-}
-
-/// A `Content-Length` value: digits only, possibly a list of one repeated value.
-fn content_length(value: &[u8]) -> Option<u64> {
-    let mut length = None;
-    for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let this = part
-            .iter()
-            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
-        if length.is_some_and(|seen| seen != this) {
-            return None;
-        }
-        length = Some(this);
-    }
-    length
-}
-
-/// The trimmed tokens of a comma-separated value such as `Connection`'s.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! The chunked transfer coding of a response body (RFC 9112 §7.1), decoded in place.
+//! The chunked transfer coding of a message body (RFC 9112 §7.1), decoded in place.
 //!
 //! The decoder takes whatever the read buffer holds and hands back data without copying it:
 //! each piece of chunk data is split off the buffer. Extensions and trailers are read and
 //! dropped (a reverse proxy to OpenAI-style backends has no use for them), within bounds so
-//! that a backend cannot make the decoder hold an unbounded line.
+//! that a peer cannot make the decoder hold an unbounded line.
 
 use bytes::{Buf, Bytes, BytesMut};
 

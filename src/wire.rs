@@ -1,0 +1,82 @@
+//! HTTP/1.1 on the wire, as both sides of sluice speak it: the client side toward clients
+//! (`listener::h1`) and the client toward backends (`upstream::h1`). The chunked coding and
+//! the field values that frame a message.
+
+pub mod chunked;
+
+/// A `Content-Length` value: digits only, possibly a list of one repeated value.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let this = part
+            .iter()
+            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+        if length.is_some_and(|seen| seen != this) {
+            return None;
+        }
+        length = Some(this);
+    }
+    length
+}
+
+/// The trimmed tokens of a comma-separated value such as `Connection`'s.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// Appends `data` to `out` as one chunk of the chunked coding.
+pub fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    chunk_size(out, data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the size line of a chunk of `len` bytes, whose data the caller writes next.
+pub fn chunk_size(out: &mut Vec<u8>, len: usize) {
+    let mut size = [0u8; 16];
+    out.extend_from_slice(hex(len, &mut size));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in lower-case hex, written into `buf`.
+fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk, content_length, hex};
+
+    #[test]
+    fn chunk_sizes_are_lower_case_hex() {
+        let mut buf = [0u8; 16];
+        assert_eq!(hex(0, &mut buf), b"0");
+        assert_eq!(hex(0x1af, &mut buf), b"1af");
+        assert_eq!(hex(usize::MAX, &mut buf), b"ffffffffffffffff");
+        let mut out = Vec::new();
+        chunk(&mut out, b"hello");
+        assert_eq!(out, b"5\r\nhello\r\n");
+    }
+
+    #[test]
+    fn content_lengths_are_digits_or_one_repeated_value() {
+        assert_eq!(content_length(b"42"), Some(42));
+        assert_eq!(content_length(b" 7 , 7"), Some(7));
+        assert_eq!(content_length(b"7, 8"), None);
+        assert_eq!(content_length(b"+7"), None);
+        assert_eq!(content_length(b""), None);
+        assert_eq!(content_length(b"99999999999999999999"), None);
+    }
+}
