@@ -1,9 +1,11 @@
 //! The traffic listeners: accept, apply connection limits, serve HTTP/1.1 and HTTP/2, drain.
 //!
-//! The HTTP listener (8080) serves HTTP/1.1 and h2c on the TCP stream; the HTTPS listener
-//! (8443) first runs the TLS handshake with the current snapshot's certificates, then serves
-//! the TLS stream the same way (ALPN `h2` or `http/1.1`; hyper-util's auto builder reads the
-//! HTTP/2 preface either way). Both share one accept loop and one `serve_one`.
+//! The HTTP listener (8080) serves HTTP/1.1 with sluice's own server connection
+//! ([`h1`]), which hands a connection to hyper when it opens with the HTTP/2 preface (h2c,
+//! when `server.http2` is on) or when a request asks to upgrade it (WebSocket). The HTTPS
+//! listener (8443) first runs the TLS handshake with the current snapshot's certificates,
+//! then serves the TLS stream with hyper-util's auto builder (ALPN `h2` or `http/1.1`; it
+//! reads the HTTP/2 preface either way). Both share one accept loop.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +18,7 @@ use std::task::Poll;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,6 +26,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+mod h1;
+mod replay;
 mod send_timeout;
 
 use crate::body::BoxError;
@@ -40,41 +44,61 @@ enum Transport {
     Tls,
 }
 
-/// How connections are served: HTTP/1.1 and h2c detected per connection, or HTTP/1.1 only.
-/// (hyper-util's auto builder ignores `http1_only` once upgrades are enabled, so the
-/// HTTP/1.1-only case uses hyper's own builder.)
+/// Applies the HTTP/1.1 settings to one of hyper's builders (its own, or the auto
+/// builder's side: two types with the same methods and no common trait).
+macro_rules! http1_settings {
+    ($builder:expr, $settings:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .header_read_timeout($settings.header_read_timeout)
+            .max_buf_size($settings.max_header_size)
+            .max_headers($settings.max_headers)
+            .writev(false)
+    };
+}
+
+/// Applies the HTTP/2 settings, as [`http1_settings`] does.
+macro_rules! http2_settings {
+    ($builder:expr, $settings:expr) => {
+        $builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from($settings.max_header_size).unwrap_or(u32::MAX))
+            // Pings find HTTP/2 peers that vanished without closing their connection.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+    };
+}
+
+/// How connections are served.
 enum Protocols {
+    /// The plain port: sluice's own HTTP/1.1 server (`h1`), which hands h2c and upgrades to
+    /// hyper.
+    Own(h1::Handover),
+    /// The HTTPS port: hyper-util's auto builder (ALPN, or the HTTP/2 preface, decides).
     Auto(auto::Builder<TokioExecutor>),
-    Http1(http1::Builder),
 }
 
 impl Protocols {
     fn new(settings: &ServerSettings, transport: Transport) -> Protocols {
-        let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
-            .max_buf_size(settings.max_header_size)
-            .max_headers(settings.max_headers)
-            .writev(false);
-        // `server.http2` is about h2c on the plain port; over TLS, ALPN decides.
-        if !settings.http2 && transport == Transport::Plain {
-            let mut http1 = http1::Builder::new();
-            http1
-                .timer(TokioTimer::new())
-                .header_read_timeout(settings.header_read_timeout)
-                .max_buf_size(settings.max_header_size)
-                .max_headers(settings.max_headers)
-                .writev(false);
-            return Protocols::Http1(http1);
+        match transport {
+            Transport::Plain => {
+                let mut http1 = http1::Builder::new();
+                http1_settings!(http1, settings);
+                // `server.http2` is about h2c on the plain port; over TLS, ALPN decides.
+                let http2 = settings.http2.then(|| {
+                    let mut http2 = http2::Builder::new(TokioExecutor::new());
+                    http2_settings!(http2, settings);
+                    http2
+                });
+                Protocols::Own(h1::Handover { http1, http2 })
+            }
+            Transport::Tls => {
+                let mut auto = auto::Builder::new(TokioExecutor::new());
+                http1_settings!(auto.http1(), settings);
+                http2_settings!(auto.http2(), settings);
+                Protocols::Auto(auto)
+            }
         }
-        auto.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
-            // Pings find HTTP/2 peers that vanished without closing their connection.
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        Protocols::Auto(auto)
     }
 }
 
@@ -171,20 +195,35 @@ async fn connection(
     protocols: &Protocols,
     draining: watch::Receiver<bool>,
 ) {
-    match transport {
-        Transport::Plain => {
+    match (transport, protocols) {
+        (Transport::Plain, Protocols::Own(handover)) => {
             let conn_info = ConnInfo {
                 peer,
                 peer_ip: headers::peer_value(peer.ip()),
                 proto: "http",
                 client_subject: None,
             };
-            serve_one(stream, conn_info, proxy, protocols, draining).await;
+            let served = h1::serve(stream, conn_info.clone(), proxy, handover, draining.clone());
+            let Some((handed, io)) = served.await else {
+                return;
+            };
+            // Boxed: hyper's connection is large, and only upgrades and h2c come here.
+            let server = match handed {
+                h1::Handed::Http1(_) => Hyper::Http1(&handover.http1),
+                h1::Handed::Http2(_) => match &handover.http2 {
+                    Some(http2) => Hyper::Http2(http2),
+                    None => return,
+                },
+            };
+            Box::pin(serve_hyper(io, conn_info, proxy, server, None, draining)).await;
         }
         // Boxed: a TLS stream, its handshake and the HTTP connection over it make this
         // future about 10 KiB, and unboxed every plain connection's task would be as large,
         // for as long as it stays open (an SSE stream for minutes).
-        Transport::Tls => Box::pin(tls_connection(stream, peer, proxy, protocols, draining)).await,
+        (_, Protocols::Auto(auto)) => {
+            Box::pin(tls_connection(stream, peer, proxy, auto, draining)).await;
+        }
+        (Transport::Tls, Protocols::Own(_)) => {}
     }
 }
 
@@ -193,7 +232,7 @@ async fn tls_connection(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     proxy: &Arc<Proxy>,
-    protocols: &Protocols,
+    auto: &auto::Builder<TokioExecutor>,
     draining: watch::Receiver<bool>,
 ) {
     // The current snapshot's config, so a reload reaches the next handshake.
@@ -213,15 +252,34 @@ async fn tls_connection(
         proto: "https",
         client_subject: accepted.client_subject,
     };
-    serve_one(accepted.stream, conn_info, proxy, protocols, draining).await;
+    let io = SendTimeout::new(accepted.stream, proxy.settings.send_timeout);
+    let first_request = Some(proxy.settings.header_read_timeout);
+    serve_hyper(
+        io,
+        conn_info,
+        proxy,
+        Hyper::Auto(auto),
+        first_request,
+        draining,
+    )
+    .await;
 }
 
-/// Serves HTTP on one connection (TCP or TLS) until it ends.
-async fn serve_one<I>(
-    stream: I,
+/// Which of hyper's servers serves a connection.
+enum Hyper<'a> {
+    Auto(&'a auto::Builder<TokioExecutor>),
+    Http1(&'a http1::Builder),
+    Http2(&'a http2::Builder<TokioExecutor>),
+}
+
+/// Serves HTTP on one connection with hyper until it ends. `first_request` bounds the wait
+/// for the first request, when none has been read yet.
+async fn serve_hyper<I>(
+    io: I,
     conn_info: ConnInfo,
     proxy: &Arc<Proxy>,
-    protocols: &Protocols,
+    server: Hyper<'_>,
+    first_request: Option<Duration>,
     draining: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -229,7 +287,7 @@ async fn serve_one<I>(
     // Set by the first request. Until then hyper-util is still sniffing for the HTTP/2
     // preface with no timeout of its own, so a silent client would hold a connection slot
     // forever; `header_read_timeout` bounds that wait too.
-    let spoke = AtomicBool::new(false);
+    let spoke = AtomicBool::new(first_request.is_none());
     let service = service_fn(|req| {
         spoke.store(true, Ordering::Relaxed);
         let proxy = Arc::clone(proxy);
@@ -239,15 +297,19 @@ async fn serve_one<I>(
         // is a pointer and the request's state is freed once the response head is out.
         Box::pin(async move { Ok::<_, Infallible>(proxy.handle(req, conn_info).await) })
     });
-    let io = TokioIo::new(SendTimeout::new(stream, proxy.settings.send_timeout));
-    let first_request = proxy.settings.header_read_timeout;
-    let result = match protocols {
-        Protocols::Auto(auto) => {
+    let io = TokioIo::new(io);
+    let first_request = first_request.unwrap_or(Duration::MAX);
+    let result = match server {
+        Hyper::Auto(auto) => {
             let conn = auto.serve_connection_with_upgrades(io, service);
             drive(conn, &spoke, first_request, draining).await
         }
-        Protocols::Http1(http1) => {
+        Hyper::Http1(http1) => {
             let conn = http1.serve_connection(io, service).with_upgrades();
+            drive(conn, &spoke, first_request, draining).await
+        }
+        Hyper::Http2(http2) => {
+            let conn = http2.serve_connection(io, service);
             drive(conn, &spoke, first_request, draining).await
         }
     };
@@ -288,6 +350,20 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     B: hyper::body::Body + 'static,
     B::Error: Into<BoxError>,
+{
+    fn begin_drain(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
     fn begin_drain(self: Pin<&mut Self>) {
         self.graceful_shutdown();

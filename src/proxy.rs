@@ -189,11 +189,10 @@ impl Proxy {
         let mut body = RequestBody::Stream(LimitedBody::new(incoming, limit));
 
         // Route: host, path, method, headers, and the model when a route needs it.
-        let client_host = parts
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| authority_header(&parts.uri));
+        // An absolute-form target's authority (HTTP/1.1) or `:authority` (HTTP/2) wins over
+        // `Host` (RFC 9112 §3.2.2).
+        let client_host =
+            authority_header(&parts.uri).or_else(|| parts.headers.get(header::HOST).cloned());
         let host = client_host
             .as_ref()
             .and_then(|h| h.to_str().ok())

@@ -214,7 +214,7 @@ fn raw_get(extra: &str) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn oversized_head_gets_431_from_hyper() {
+async fn oversized_head_gets_431() {
     let upstream = Upstream::echo("u").await;
     let gw = Gateway::start(&config(r#"max_header_size = "8KiB""#, &upstream.url())).await;
 
@@ -225,7 +225,7 @@ async fn oversized_head_gets_431_from_hyper() {
         .expect("hang");
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
 
-    // 16 KiB in one header: hyper answers 431 with an empty body and closes.
+    // 16 KiB in one header: 431 with a JSON error, and the connection closes.
     let big = format!("X-Big: {}\r\n", "a".repeat(16 * 1024));
     let answer = timeout(HANG_GUARD, raw(gw.http, &raw_get(&big)))
         .await
@@ -234,13 +234,11 @@ async fn oversized_head_gets_431_from_hyper() {
         answer.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
         "{answer}"
     );
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
     assert!(
-        answer
-            .to_ascii_lowercase()
-            .contains("content-length: 0\r\n"),
+        answer.ends_with(r#""code":"request_header_fields_too_large","message":"request head too large","type":"invalid_request_error"}}"#),
         "{answer}"
     );
-    assert!(answer.ends_with("\r\n\r\n"), "{answer}");
     assert_eq!(
         upstream.seen().len(),
         1,
@@ -250,7 +248,7 @@ async fn oversized_head_gets_431_from_hyper() {
 }
 
 #[tokio::test]
-async fn too_many_headers_get_431_from_hyper() {
+async fn too_many_headers_get_431() {
     let upstream = Upstream::echo("u").await;
     let gw = Gateway::start(&config("max_headers = 10", &upstream.url())).await;
 

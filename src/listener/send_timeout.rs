@@ -33,6 +33,11 @@ impl<T> SendTimeout<T> {
             sleep: None,
         }
     }
+
+    /// The wrapped stream.
+    pub fn into_inner(self) -> T {
+        self.inner
+    }
 }
 
 /// What a blocked write does: wait, or fail once the deadline has passed.

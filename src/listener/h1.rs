@@ -1,0 +1,444 @@
+//! sluice's own HTTP/1.1 server connection, for the plain HTTP port.
+//!
+//! hyper's server connection keeps an 8 KiB read buffer, an 8 KiB write buffer and its
+//! dispatch state for as long as the connection lives: a proxy holding thousands of idle
+//! SSE streams pays that for every one. Here the read buffer exists only while it holds
+//! bytes ([`reader::Reader`]), the write buffer only while an answer is being written, and
+//! the request's handling future only until the answer's head is out.
+//!
+//! One task serves a connection, one request at a time, in order:
+//!
+//! 1. **Head.** Read and parse a request head (`head::parse`) within
+//!    `server.header_read_timeout`, which is also the keep-alive idle timeout. A bad head
+//!    gets an OpenAI-style error and the connection closes. An HTTP/2 preface, or a request
+//!    asking to upgrade (WebSocket), hands the connection, with the bytes read so far, to
+//!    hyper ([`Handover`]).
+//! 2. **Handle.** The body, if any, takes the reader ([`body::RequestBody`]) and gives it
+//!    back when read to its end. While the proxy works with nothing left to read, the
+//!    connection watches the socket: a client that goes away cancels its request.
+//! 3. **Answer.** The head and whatever of the body is ready go out in one write; each later
+//!    piece of the body is written as soon as it comes, never held back for more. A body of
+//!    unknown length is chunked (HTTP/1.1) or ends with the connection (HTTP/1.0).
+//!
+//! The connection closes after the answer when the client asked, when draining, when the
+//! request body was not read to its end, or when the answer's framing needs it. With body
+//! bytes still unread it closes gracefully ([`linger`]), so that the answer is not lost to a
+//! TCP reset.
+
+mod body;
+pub mod head;
+mod reader;
+mod response;
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, StatusCode, Version};
+use http_body::Body as HttpBody;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::replay::Replay;
+use super::send_timeout::SendTimeout;
+use crate::body::Body;
+use crate::error::json_error;
+use crate::proxy::{ConnInfo, Proxy};
+use crate::wire;
+use body::{RequestBody, Slot};
+use reader::Reader;
+use response::{Asked, Framing};
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Body data up to this size is copied next to its framing and written in one go; larger
+/// data is written from where it is.
+const COPY_LIMIT: usize = 16 * 1024;
+/// What is gathered from a body that has more ready before it is written.
+const WRITE_BATCH: usize = 64 * 1024;
+/// How long, and how much, an unread request body is read and dropped before closing.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_BYTES: u64 = 1024 * 1024;
+
+/// hyper's servers, for the connections this one hands over.
+pub struct Handover {
+    /// For requests that upgrade the connection (WebSocket).
+    pub http1: http1::Builder,
+    /// For the HTTP/2 preface, when `server.http2` serves h2c.
+    pub http2: Option<http2::Builder<TokioExecutor>>,
+}
+
+/// Which hyper server takes a connection over, and the bytes it must read first.
+pub enum Handed {
+    Http1(Bytes),
+    Http2(Bytes),
+}
+
+/// Why the connection ended, for what happens to the socket next.
+enum Ended {
+    /// Closed; nothing more to do.
+    Done,
+    /// Another server takes it.
+    Handed(Handed, Reader, SendTimeout<OwnedWriteHalf>),
+}
+
+/// What waiting for a request head gave.
+// A value that lives for one step on the stack: boxing `Head` would allocate per request.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Head(head::Head),
+    Bad(head::HeadError),
+    Preface,
+    /// The client closed, failed, went silent, or the server is draining.
+    Closed,
+}
+
+/// Serves HTTP/1.1 on `stream` until it closes. Answers the connection and the bytes
+/// already read from it when another protocol takes over.
+pub async fn serve(
+    stream: TcpStream,
+    info: ConnInfo,
+    proxy: &Arc<Proxy>,
+    handover: &Handover,
+    draining: watch::Receiver<bool>,
+) -> Option<(Handed, Replay<SendTimeout<TcpStream>>)> {
+    let (read, write) = stream.into_split();
+    let settings = &proxy.settings;
+    let writer = SendTimeout::new(write, settings.send_timeout);
+    let conn = Conn {
+        proxy,
+        info,
+        limits: head::Limits {
+            max_size: settings.max_header_size,
+            max_fields: settings.max_headers,
+        },
+        h2c: handover.http2.is_some(),
+        draining,
+    };
+    match conn.run(Reader::new(read), writer).await {
+        Ended::Done => None,
+        Ended::Handed(handed, reader, writer) => {
+            let stream = reader.half.reunite(writer.into_inner()).ok()?;
+            let prefix = match &handed {
+                Handed::Http1(prefix) | Handed::Http2(prefix) => prefix.clone(),
+            };
+            let stream = Replay::new(prefix, SendTimeout::new(stream, settings.send_timeout));
+            Some((handed, stream))
+        }
+    }
+}
+
+struct Conn<'a> {
+    proxy: &'a Arc<Proxy>,
+    info: ConnInfo,
+    limits: head::Limits,
+    h2c: bool,
+    draining: watch::Receiver<bool>,
+}
+
+impl Conn<'_> {
+    async fn run(mut self, mut reader: Reader, mut writer: SendTimeout<OwnedWriteHalf>) -> Ended {
+        let header_timeout = self.proxy.settings.header_read_timeout;
+        // Made on the first request with a body, and reused.
+        let mut slot: Option<Slot> = None;
+        let mut first = true;
+        loop {
+            let next = tokio::time::timeout(header_timeout, self.next_head(&mut reader, first));
+            let head = match next.await {
+                Ok(Next::Head(head)) => head,
+                Ok(Next::Preface) => {
+                    let prefix = std::mem::take(&mut reader.buf).freeze();
+                    return Ended::Handed(Handed::Http2(prefix), reader, writer);
+                }
+                Ok(Next::Bad(err)) => {
+                    tracing::debug!(peer = %self.info.peer, reason = err.reason, "bad request head");
+                    let answer = json_error(
+                        err.status,
+                        err.reason,
+                        "invalid_request_error",
+                        code(err.status),
+                    );
+                    let asked = Asked {
+                        head: false,
+                        version: Version::HTTP_11,
+                        keep_alive: false,
+                    };
+                    if answer_with(&mut writer, answer, asked, None).await.is_ok() {
+                        linger(reader, writer, &mut self.draining).await;
+                    }
+                    return Ended::Done;
+                }
+                // A client that sent nothing in time is closed without an answer.
+                Ok(Next::Closed) | Err(_) => return Ended::Done,
+            };
+            first = false;
+            if head.upgrade {
+                let mut prefix = BytesMut::from(&head.raw[..]);
+                prefix.extend_from_slice(&reader.buf);
+                reader.buf = BytesMut::new();
+                return Ended::Handed(Handed::Http1(prefix.freeze()), reader, writer);
+            }
+            let asked = Asked {
+                head: head.parts.method == Method::HEAD,
+                version: head.parts.version,
+                keep_alive: head.keep_alive,
+            };
+            drop(head.raw);
+            let (mut parked, body) = match head.framing {
+                head::Framing::Empty => (Some(reader), RequestBody::empty()),
+                head::Framing::Length(_) | head::Framing::Chunked => {
+                    let slot = slot.get_or_insert_with(|| Arc::new(Mutex::new(None)));
+                    let length = match head.framing {
+                        head::Framing::Length(n) => Some(n),
+                        _ => None,
+                    };
+                    let body =
+                        RequestBody::new(reader, length, head.expect_continue, Arc::clone(slot));
+                    (None, body)
+                }
+            };
+            let request = Request::from_parts(head.parts, body);
+
+            // Boxed: the handling future is large and lives only until the answer's head.
+            let mut handling = Box::pin(self.proxy.handle(request, self.info.clone()));
+            let answer = poll_fn(|cx| {
+                if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
+                    return Poll::Ready(Some(answer));
+                }
+                match parked.as_mut().map(|reader| reader.poll_gone(cx)) {
+                    Some(Poll::Ready(true)) => Poll::Ready(None),
+                    _ => Poll::Pending,
+                }
+            })
+            .await;
+            drop(handling);
+            // The client went away: dropping the handling cancelled its request.
+            let Some(answer) = answer else {
+                return Ended::Done;
+            };
+
+            // The reader, back from a body read to its end; a body not read to its end
+            // leaves the connection unusable for another request.
+            let mut unread = None;
+            if parked.is_none() {
+                match slot.as_ref().and_then(|slot| slot.lock().ok()?.take()) {
+                    Some((reader, true)) => parked = Some(reader),
+                    Some((reader, false)) => unread = Some(reader),
+                    None => {}
+                }
+            }
+            let asked = Asked {
+                keep_alive: asked.keep_alive && parked.is_some() && !*self.draining.borrow(),
+                ..asked
+            };
+            let kept = answer_with(&mut writer, answer, asked, parked.as_mut()).await;
+            match (kept, parked) {
+                (Ok(true), Some(next)) if !*self.draining.borrow() => reader = next,
+                (Ok(_), _) => {
+                    if let Some(reader) = unread.or_else(|| {
+                        slot.as_ref()
+                            .and_then(|slot| slot.lock().ok()?.take())
+                            .map(|(r, _)| r)
+                    }) {
+                        linger(reader, writer, &mut self.draining).await;
+                    }
+                    return Ended::Done;
+                }
+                (Err(_), _) => return Ended::Done,
+            }
+        }
+    }
+
+    /// Reads until the buffer holds a whole request head.
+    async fn next_head(&mut self, reader: &mut Reader, first: bool) -> Next {
+        loop {
+            if first && self.h2c && !reader.buf.is_empty() {
+                let seen = reader.buf.len().min(PREFACE.len());
+                if reader.buf[..seen] == PREFACE[..seen] {
+                    if seen == PREFACE.len() {
+                        return Next::Preface;
+                    }
+                } else if let Some(next) = self.parse(reader) {
+                    return next;
+                }
+            } else if !reader.buf.is_empty() {
+                if let Some(next) = self.parse(reader) {
+                    return next;
+                }
+            }
+            reader.shrink();
+            // Draining closes a connection between requests, not in the middle of one.
+            let read = if reader.buf.is_empty() {
+                tokio::select! {
+                    read = poll_fn(|cx| reader.poll_fill(cx)) => read,
+                    () = super::stopped(&mut self.draining) => return Next::Closed,
+                }
+            } else {
+                poll_fn(|cx| reader.poll_fill(cx)).await
+            };
+            match read {
+                Ok(0) | Err(_) => return Next::Closed,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn parse(&self, reader: &mut Reader) -> Option<Next> {
+        match head::parse(&mut reader.buf, self.limits) {
+            Ok(Some(head)) => Some(Next::Head(head)),
+            Ok(None) => None,
+            Err(err) => Some(Next::Bad(err)),
+        }
+    }
+}
+
+/// The `code` of a protocol error's JSON answer.
+fn code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request_header_fields_too_large",
+        StatusCode::NOT_IMPLEMENTED => "not_implemented",
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED => "http_version_not_supported",
+        _ => "bad_request",
+    }
+}
+
+/// Writes `answer`. Answers whether the connection may carry another request: the answer
+/// went out whole and its framing did not end with the connection.
+async fn answer_with(
+    writer: &mut SendTimeout<OwnedWriteHalf>,
+    answer: http::Response<Body>,
+    asked: Asked,
+    watch: Option<&mut Reader>,
+) -> io::Result<bool> {
+    let (parts, body) = answer.into_parts();
+    let mut out = Vec::with_capacity(512);
+    let (framing, keep_alive) = response::encode(&parts, body.size_hint().exact(), asked, &mut out);
+    drop(parts);
+    if framing == Framing::Empty {
+        writer.write_all(&out).await?;
+        return Ok(keep_alive);
+    }
+    let whole = write_body(writer, out, body, framing, watch).await?;
+    Ok(keep_alive && whole)
+}
+
+/// What the next step of writing a body is.
+enum Step {
+    Frame(Option<Result<http_body::Frame<Bytes>, crate::body::BoxError>>),
+    /// Nothing more is ready: write what is gathered.
+    Flush,
+    /// The client went away.
+    Gone,
+}
+
+/// Writes `body` after the head in `out`. Answers whether it went out whole; an error or a
+/// body that broke its length ends the connection, which is how the client learns of it.
+async fn write_body(
+    writer: &mut SendTimeout<OwnedWriteHalf>,
+    mut out: Vec<u8>,
+    mut body: Body,
+    framing: Framing,
+    mut watch: Option<&mut Reader>,
+) -> io::Result<bool> {
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    loop {
+        let step = poll_fn(|cx| {
+            if let Poll::Ready(frame) = std::pin::Pin::new(&mut body).poll_frame(cx) {
+                return Poll::Ready(Step::Frame(frame));
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Step::Flush);
+            }
+            match watch.as_mut().map(|reader| reader.poll_gone(cx)) {
+                Some(Poll::Ready(true)) => Poll::Ready(Step::Gone),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        match step {
+            Step::Flush => {
+                writer.write_all(&out).await?;
+                // Nothing is held between pieces of a slow stream.
+                out = Vec::new();
+            }
+            Step::Gone => return Ok(false),
+            Step::Frame(Some(Ok(frame))) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if data.len() as u64 > left {
+                    // More than its Content-Length: what was said goes out, then the end.
+                    let fits = usize::try_from(left).unwrap_or(usize::MAX);
+                    out.extend_from_slice(&data[..fits]);
+                    writer.write_all(&out).await?;
+                    return Ok(false);
+                }
+                left -= data.len() as u64;
+                if framing == Framing::Chunked {
+                    wire::chunk_size(&mut out, data.len());
+                }
+                if data.len() > COPY_LIMIT {
+                    writer.write_all(&out).await?;
+                    writer.write_all(&data).await?;
+                    out.clear();
+                } else {
+                    out.extend_from_slice(&data);
+                }
+                if framing == Framing::Chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+                if out.len() >= WRITE_BATCH {
+                    writer.write_all(&out).await?;
+                    out.clear();
+                }
+            }
+            Step::Frame(None) => {
+                if framing == Framing::Chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                writer.write_all(&out).await?;
+                return Ok(framing == Framing::Chunked || left == 0 || framing == Framing::Close);
+            }
+            Step::Frame(Some(Err(err))) => {
+                // Cut: a chunked answer never gets its last chunk, a sized one ends short.
+                tracing::debug!(error = %err, "answer body failed");
+                writer.write_all(&out).await?;
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Closes a connection whose client may still be sending a body: the write side first, so
+/// the client gets the answer, then what it sends is read and dropped for a while, so that
+/// closing does not reset the connection before the answer is read.
+/// A server that starts draining stops lingering.
+async fn linger(
+    mut reader: Reader,
+    mut writer: SendTimeout<OwnedWriteHalf>,
+    draining: &mut watch::Receiver<bool>,
+) {
+    let _ = writer.shutdown().await;
+    let drain = async {
+        let mut sink = tokio::io::sink();
+        let mut rest = (&mut reader.half).take(LINGER_BYTES);
+        let _ = tokio::io::copy(&mut rest, &mut sink).await;
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(LINGER_TIME, drain) => {}
+        () = super::stopped(draining) => {}
+    }
+}
