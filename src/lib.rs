@@ -14,7 +14,8 @@
 //!   conf-agent endpoint (`monitor::reload`), the conf-directory watch (`reload::watch`),
 //!   SIGHUP.
 //! - [`listener`]: accepts client connections (TCP, or TLS on the HTTPS port) and serves
-//!   HTTP/1.1 and HTTP/2 on them.
+//!   them: HTTP/1.1 on the plain port with sluice's own server connection (`listener::h1`),
+//!   TLS, h2c and upgrades with hyper.
 //! - [`tls`]: the HTTPS side: certificates from PEM, SNI selection, the server config, the
 //!   handshake.
 //! - [`proxy`]: the request path in call order: `route` (host, path, method, headers, model)
@@ -36,6 +37,7 @@
 //! - [`monitor`]: `/healthz`, `/readyz`, `/metrics`, `/status` and `/reload/<name>` on the
 //!   monitor port.
 //! - [`metrics`]: the Prometheus registry and per-route handles.
+//! - [`wire`]: HTTP/1.1 framing shared by the server and client sides (the chunked coding).
 //! - [`error`]: the one place where errors become HTTP status codes and JSON bodies.
 //! - [`body`]: the one body type used everywhere.
 
