@@ -39,6 +39,7 @@ use crate::error::ProxyError;
 use crate::llm::request::{add_include_usage, LlmRequest, ModelField};
 use crate::llm::tap::LlmTap;
 use crate::metrics::Metrics;
+use crate::ratelimit::key::client_ip;
 use crate::ratelimit::Limiter;
 use buffer::RequestBody;
 use dispatch::{Call, Needs, Outgoing};
@@ -256,9 +257,18 @@ impl Proxy {
         })?;
         record.route = Some(matched.route);
         let route = &snapshot.routes[matched.route];
+        let trusted = self.settings.is_trusted(conn.peer.ip());
+        // Behind a trusted proxy, the client is whom its `X-Forwarded-For` names.
+        let forwarded_client = trusted.then(|| {
+            let ip = client_ip(conn.peer.ip(), &parts.headers, |ip| {
+                self.settings.is_trusted(ip)
+            });
+            headers::peer_value(ip)
+        });
         let downstream = Downstream {
             peer: &conn.peer_ip,
-            trusted: self.settings.is_trusted(conn.peer.ip()),
+            client: forwarded_client.as_ref().unwrap_or(&conn.peer_ip),
+            trusted,
             proto: conn.proto,
             host: client_host.as_ref(),
         };

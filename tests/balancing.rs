@@ -206,6 +206,28 @@ async fn consistent_hashing_keeps_each_key_on_its_backend() {
 }
 
 #[tokio::test]
+async fn client_ip_hashing_behind_a_trusted_proxy_follows_x_forwarded_for() {
+    // Every request comes from 127.0.0.1, the trusted proxy; the clients are the addresses
+    // it forwards for.
+    let config = cluster(
+        "consistent_hash",
+        &[("a", 1), ("b", 1), ("c", 1)],
+        r#"hash_on = "client_ip""#,
+    ) + "\n[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n";
+    let gw = Gateway::start(&config).await;
+    let mut homes = BTreeMap::new();
+    for client in 0..30 {
+        let forwarded = format!("203.0.113.{client}, 127.0.0.1");
+        let counts = tally(&gw, 3, &[("x-forwarded-for", &forwarded)]).await;
+        assert_eq!(counts.len(), 1, "client {client} moved: {counts:?}");
+        homes.insert(client, counts.into_keys().next().unwrap());
+    }
+    let used: std::collections::BTreeSet<_> = homes.values().collect();
+    assert!(used.len() >= 2, "all clients hashed as one: {homes:?}");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn prompt_hashing_sends_a_shared_prefix_to_one_backend() {
     let gw = Gateway::start(&cluster(
         "consistent_hash",

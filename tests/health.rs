@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{get, Gateway, Upstream};
-use http::{Response, StatusCode};
-use http_body_util::Full;
+use common::{drain, get, open, Gateway, RawUpstream, Script, Upstream};
+use http::{Request, Response, StatusCode};
+use http_body_util::{Empty, Full};
 use tokio::time::timeout;
 
 /// Long enough for a few checks at 50 ms on a loaded machine; only a guard against hangs.
@@ -193,6 +193,60 @@ async fn consecutive_failures_eject_a_backend() {
     assert!(entry["down_for_ms"].as_u64().unwrap() > 3_000_000);
     let ejections = format!(r#"sluice_backend_ejections_total{{backend="{bad_url}",cluster="c"}}"#);
     assert_eq!(gw.metric(&ejections).await, 1.0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn streams_cut_after_their_head_eject_a_backend() {
+    // A 200 head, then the connection closes 7 bytes into a 100-byte body: what a backend
+    // whose engine died behind a streaming answer looks like.
+    let mut cut = RawUpstream::start(Script::ReplyThenClose(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\nx-upstream: cut\r\n\r\npartial",
+    ))
+    .await;
+    let (good, _) = answering(200, &[]).await;
+    let cut_url = cut.url();
+    let gw = Gateway::start(&format!(
+        r#"
+        [[clusters]]
+        name = "c"
+        backends = [{{ url = "{cut_url}" }}, {{ url = "{}" }}]
+        outlier = {{ consecutive_failures = 3, base_ejection = "1h", max_ejection = "2h" }}
+
+        [[routes]]
+        name = "r"
+        cluster = "c"
+        "#,
+        good.url()
+    ))
+    .await;
+    let mut cut_answers = 0;
+    for _ in 0..30 {
+        let response = open(
+            Request::get(gw.url("/v1/x"))
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        let from_cut = response.headers()["x-upstream"] == "cut";
+        let (_, error) = drain(response.into_body()).await;
+        assert_eq!(
+            error.is_some(),
+            from_cut,
+            "only the cut backend's answers fail"
+        );
+        cut_answers += usize::from(from_cut);
+    }
+    // Round-robin alternates: three cut streams in a row eject it for an hour.
+    assert_eq!(cut_answers, 3);
+    for _ in 0..3 {
+        timeout(DEADLINE, cut.next_head())
+            .await
+            .expect("three heads");
+    }
+    let entry = backend_status(&gw, "c", &cut_url).await;
+    assert_eq!(entry["down_reason"], "ejected");
     gw.stop().await;
 }
 

@@ -88,6 +88,64 @@ async fn a_failed_attempt_is_retried_on_another_backend() {
 }
 
 #[tokio::test]
+async fn a_try_past_its_per_try_timeout_is_retried_with_the_same_body() {
+    // `silent` reads each request and never answers; `echo` answers with what it received.
+    let silent = Upstream::start(|_| std::future::pending()).await;
+    let echo = Upstream::echo("echo").await;
+    let gw = Gateway::start(&format!(
+        r#"
+        [[clusters]]
+        name = "c"
+        backends = [{{ url = "{}" }}, {{ url = "{}" }}]
+        retry = {{ attempts = 2, per_try_timeout = "300ms", budget_min_per_second = 100 }}
+        outlier = {{ consecutive_failures = 0 }}
+
+        [[routes]]
+        name = "r"
+        cluster = "c"
+        "#,
+        silent.url(),
+        echo.url()
+    ))
+    .await;
+    for n in 0..6 {
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": format!("question {n}")}]});
+        let answer = timeout(
+            HANG_GUARD,
+            post_json(&gw.url("/v1/chat/completions"), &body),
+        )
+        .await
+        .expect("hang");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let sent: serde_json::Value =
+            serde_json::from_str(answer.json()["body"].as_str().unwrap()).unwrap();
+        assert_eq!(sent, body, "the retried attempt carried another body");
+    }
+    // Round-robin alternates, so the silent backend had some first tries, each with the
+    // body the echo then got.
+    let silent_bodies: Vec<serde_json::Value> = silent
+        .seen()
+        .iter()
+        .map(|seen| serde_json::from_slice(&seen.body).unwrap())
+        .collect();
+    assert!(silent_bodies.len() >= 2, "{silent_bodies:?}");
+    let echoed: Vec<serde_json::Value> = echo
+        .seen()
+        .iter()
+        .map(|seen| serde_json::from_slice(&seen.body).unwrap())
+        .collect();
+    assert!(
+        silent_bodies.iter().all(|b| echoed.contains(b)),
+        "{silent_bodies:?}"
+    );
+    let timeouts = gw
+        .metric(r#"sluice_upstream_retries_total{cluster="c",reason="timeout"}"#)
+        .await;
+    assert_eq!(timeouts, silent_bodies.len() as f64);
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn nothing_is_retried_once_the_answer_has_started() {
     let mut streaming = StreamUpstream::start().await;
     let (other, other_count) = answering("other", 200).await;

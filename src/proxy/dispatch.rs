@@ -286,8 +286,8 @@ fn hash_key(
         } => Some(bytes.slice(span.clone())),
         _ => None,
     };
-    let peer = downstream.peer.as_bytes();
-    on.key(&head.headers, peer, consumer, prompt.as_ref())
+    let client = downstream.client.as_bytes();
+    on.key(&head.headers, client, consumer, prompt.as_ref())
 }
 
 /// A healthy backend not tried yet, preferring one with room under the concurrency cap.
@@ -431,6 +431,21 @@ fn clone_head(parts: &Parts) -> Parts {
     req.into_parts().0
 }
 
+/// Counts a failed exchange against backend `index` of `cluster`, ejecting it when the
+/// failures in a row reach the cluster's threshold.
+pub fn backend_failed(cluster: &Cluster, index: usize, now: Instant) {
+    let backend = &cluster.backends[index];
+    if let Some(length) = backend.state.failure(&cluster.outlier, now) {
+        cluster.handles.ejected(&backend.url);
+        tracing::warn!(
+            cluster = %cluster.name,
+            backend = %backend.url,
+            ejected_for = ?length,
+            "backend ejected after failing in a row"
+        );
+    }
+}
+
 /// Feeds the outcome to passive health and the key pool, and says whether to try again.
 fn judge(
     cluster: &Cluster,
@@ -438,20 +453,9 @@ fn judge(
     key_index: Option<usize>,
     outcome: Outcome,
 ) -> (Outcome, Option<RetryReason>) {
-    let backend = &cluster.backends[index];
-    let state = &backend.state;
+    let state = &cluster.backends[index].state;
     let now = Instant::now();
-    let failed = || {
-        if let Some(length) = state.failure(&cluster.outlier, now) {
-            cluster.handles.ejected(&backend.url);
-            tracing::warn!(
-                cluster = %cluster.name,
-                backend = %backend.url,
-                ejected_for = ?length,
-                "backend ejected after failing in a row"
-            );
-        }
-    };
+    let failed = || backend_failed(cluster, index, now);
     let reason = match &outcome {
         Ok(response) => {
             let status = response.status();
@@ -476,10 +480,11 @@ fn judge(
                 }
                 _ => {}
             }
+            // A good head is not yet a good exchange: the backend's success is counted when
+            // the answer ends whole (`record`), so a stream that dies after its head counts
+            // against it instead.
             if status.is_server_error() {
                 failed();
-            } else {
-                state.success();
             }
             cluster
                 .retry

@@ -17,8 +17,11 @@ use crate::upstream::Target;
 
 /// What `prepare` needs to know about the downstream side.
 pub struct Downstream<'a> {
-    /// The client's IP as header text.
+    /// The peer's IP as header text.
     pub peer: &'a HeaderValue,
+    /// The client's IP as header text: the peer's, or from a trusted peer the address its
+    /// `X-Forwarded-For` names.
+    pub client: &'a HeaderValue,
     pub trusted: bool,
     pub proto: &'static str,
     /// The client's host as sent (`Host` or the `:authority`), port included.

@@ -95,6 +95,19 @@ impl Drop for Record {
             admission.settle(used, self.entry.error.is_none());
         }
         let entry = &self.entry;
+        // Passive health, for what only the answer's end tells: a whole answer is a good
+        // exchange; one the backend cut, or let stall, is a failed one.
+        if let (Some(cluster), Some(index)) = (&entry.cluster, entry.backend) {
+            match entry.outcome {
+                "complete" if entry.error.is_none() && entry.status < 500 => {
+                    cluster.backends[index].state.success();
+                }
+                "upstream_error" | "first_byte_timeout" | "idle_timeout" => {
+                    super::dispatch::backend_failed(cluster, index, Instant::now());
+                }
+                _ => {}
+            }
+        }
         let elapsed = entry.started.elapsed();
         let route = entry.route.and_then(|i| self.snapshot.routes.get(i));
         let route_metrics = route.map_or(&self.snapshot.unmatched, |r| {

@@ -159,7 +159,8 @@ pub enum HashOn {
     Header(HeaderName),
     /// The client's API key: `Authorization`, else `x-api-key`, else `api-key`.
     ApiKey,
-    /// The client's IP address.
+    /// The client's IP address: the peer's, or, from a peer in `server.trusted_proxies`,
+    /// the one its `X-Forwarded-For` names (as for rate-limit keys).
     ClientIp,
     /// The first `n` bytes of the prompt (`messages`, `prompt` or `input` as sent), so that
     /// requests that share a system prompt and history reach the backend whose KV cache
@@ -174,7 +175,7 @@ impl HashOn {
     pub fn key(
         &self,
         headers: &HeaderMap,
-        peer: &[u8],
+        client: &[u8],
         consumer: Option<&str>,
         prompt: Option<&Bytes>,
     ) -> Option<u64> {
@@ -191,7 +192,7 @@ impl HashOn {
                 .find_map(|name| headers.get(name))
                 .map(|v| hash64(v.as_bytes())),
             },
-            HashOn::ClientIp => Some(hash64(peer)),
+            HashOn::ClientIp => Some(hash64(client)),
             HashOn::Prompt(n) => prompt.map(|p| hash64(&p[..p.len().min(*n)])),
         }
     }
