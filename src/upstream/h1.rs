@@ -49,8 +49,10 @@ enum Unsent {
 }
 
 /// How much a read asks for at first, and at most: reads that fill what they asked for
-/// double it, so a large download takes fewer, larger reads.
-const READ_SIZE: usize = 8 * 1024;
+/// double it, so a large download takes fewer, larger reads. 1 KiB holds a typical head or
+/// SSE event; a larger first read costs resident memory across thousands of streams, since
+/// malloc keeps what short-lived 8 KiB buffers leave fragmented (`docs/benchmarks.md`).
+const READ_SIZE: usize = 1024;
 const MAX_READ_SIZE: usize = 128 * 1024;
 /// A request body is written once this much of it is buffered.
 const WRITE_BATCH: usize = 64 * 1024;

@@ -12,8 +12,10 @@ use bytes::BytesMut;
 use tokio::net::tcp::OwnedReadHalf;
 
 /// How much a read asks for at first, and at most: reads that fill what they asked for
-/// double it, so a large upload takes fewer, larger reads.
-const READ_SIZE: usize = 8 * 1024;
+/// double it, so a large upload takes fewer, larger reads. 1 KiB holds a typical head or
+/// SSE event; a larger first read costs resident memory across thousands of streams, since
+/// malloc keeps what short-lived 8 KiB buffers leave fragmented (`docs/benchmarks.md`).
+const READ_SIZE: usize = 1024;
 const MAX_READ_SIZE: usize = 128 * 1024;
 /// What a read for a sign of life takes: the next pipelined request's head, or the end.
 const WATCH_SIZE: usize = 1024;
