@@ -203,8 +203,8 @@ async fn connection(
                 proto: "http",
                 client_subject: None,
             };
-            let served = h1::serve(stream, conn_info.clone(), proxy, handover, draining.clone());
-            let Some((handed, io)) = served.await else {
+            let served = h1::serve(stream, conn_info, proxy, handover, draining.clone());
+            let Some((handed, conn_info, io)) = served.await else {
                 return;
             };
             // Boxed: hyper's connection is large, and only upgrades and h2c come here.

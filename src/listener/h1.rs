@@ -81,12 +81,16 @@ pub enum Handed {
     Http2(Bytes),
 }
 
-/// Why the connection ended, for what happens to the socket next.
+/// Why [`Conn::run`] ended, for what happens to the socket next.
 enum Ended {
     /// Closed; nothing more to do.
     Done,
-    /// Another server takes it.
-    Handed(Handed, Reader, SendTimeout<OwnedWriteHalf>),
+    /// A head that cannot be served: answer it and close.
+    Refused(head::HeadError),
+    /// Answered with the request body unread: close gracefully.
+    Unread(Reader),
+    /// Another server takes the connection.
+    Handed(Handed),
 }
 
 /// What waiting for a request head gave.
@@ -100,19 +104,20 @@ enum Next {
     Closed,
 }
 
-/// Serves HTTP/1.1 on `stream` until it closes. Answers the connection and the bytes
-/// already read from it when another protocol takes over.
+/// Serves HTTP/1.1 on `stream` until it closes. Answers the connection, its `ConnInfo` and
+/// the bytes already read from it when another protocol takes over.
 pub async fn serve(
     stream: TcpStream,
     info: ConnInfo,
     proxy: &Arc<Proxy>,
     handover: &Handover,
     draining: watch::Receiver<bool>,
-) -> Option<(Handed, Replay<SendTimeout<TcpStream>>)> {
+) -> Option<(Handed, ConnInfo, Replay<SendTimeout<TcpStream>>)> {
     let (read, write) = stream.into_split();
     let settings = &proxy.settings;
-    let writer = SendTimeout::new(write, settings.send_timeout);
-    let conn = Conn {
+    // Everything the connection keeps lives here once; the futures below borrow it, so an
+    // idle connection's task holds each piece of state a single time.
+    let mut conn = Conn {
         proxy,
         info,
         limits: head::Limits {
@@ -121,16 +126,28 @@ pub async fn serve(
         },
         h2c: handover.http2.is_some(),
         draining,
+        reader: Some(Reader::new(read)),
+        writer: SendTimeout::new(write, settings.send_timeout),
+        slot: None,
     };
-    match conn.run(Reader::new(read), writer).await {
+    match conn.run().await {
         Ended::Done => None,
-        Ended::Handed(handed, reader, writer) => {
-            let stream = reader.half.reunite(writer.into_inner()).ok()?;
+        Ended::Refused(err) => {
+            conn.refuse(err).await;
+            None
+        }
+        Ended::Unread(reader) => {
+            linger(reader, &mut conn.writer, &mut conn.draining).await;
+            None
+        }
+        Ended::Handed(handed) => {
+            let reader = conn.reader?;
+            let stream = reader.half.reunite(conn.writer.into_inner()).ok()?;
             let prefix = match &handed {
                 Handed::Http1(prefix) | Handed::Http2(prefix) => prefix.clone(),
             };
             let stream = Replay::new(prefix, SendTimeout::new(stream, settings.send_timeout));
-            Some((handed, stream))
+            Some((handed, conn.info, stream))
         }
     }
 }
@@ -141,123 +158,151 @@ struct Conn<'a> {
     limits: head::Limits,
     h2c: bool,
     draining: watch::Receiver<bool>,
+    /// `None` while a request body has it.
+    reader: Option<Reader>,
+    writer: SendTimeout<OwnedWriteHalf>,
+    /// Where request bodies give the reader back: made on the first request with a body,
+    /// and reused.
+    slot: Option<Slot>,
 }
 
 impl Conn<'_> {
-    async fn run(mut self, mut reader: Reader, mut writer: SendTimeout<OwnedWriteHalf>) -> Ended {
+    /// Serves requests until the connection ends or is to be handed over.
+    async fn run(&mut self) -> Ended {
         let header_timeout = self.proxy.settings.header_read_timeout;
-        // Made on the first request with a body, and reused.
-        let mut slot: Option<Slot> = None;
         let mut first = true;
         loop {
-            let next = tokio::time::timeout(header_timeout, self.next_head(&mut reader, first));
-            let head = match next.await {
+            // Matched as a temporary, so that it is not kept across the awaits below.
+            let head = match tokio::time::timeout(header_timeout, self.next_head(first)).await {
                 Ok(Next::Head(head)) => head,
                 Ok(Next::Preface) => {
-                    let prefix = std::mem::take(&mut reader.buf).freeze();
-                    return Ended::Handed(Handed::Http2(prefix), reader, writer);
+                    let reader = self.reader.as_mut();
+                    let prefix = reader.map(|r| std::mem::take(&mut r.buf).freeze());
+                    return Ended::Handed(Handed::Http2(prefix.unwrap_or_default()));
                 }
-                Ok(Next::Bad(err)) => {
-                    tracing::debug!(peer = %self.info.peer, reason = err.reason, "bad request head");
-                    let answer = json_error(
-                        err.status,
-                        err.reason,
-                        "invalid_request_error",
-                        code(err.status),
-                    );
-                    let asked = Asked {
-                        head: false,
-                        version: Version::HTTP_11,
-                        keep_alive: false,
-                    };
-                    if answer_with(&mut writer, answer, asked, None).await.is_ok() {
-                        linger(reader, writer, &mut self.draining).await;
-                    }
-                    return Ended::Done;
-                }
+                Ok(Next::Bad(err)) => return Ended::Refused(err),
                 // A client that sent nothing in time is closed without an answer.
                 Ok(Next::Closed) | Err(_) => return Ended::Done,
             };
             first = false;
             if head.upgrade {
                 let mut prefix = BytesMut::from(&head.raw[..]);
-                prefix.extend_from_slice(&reader.buf);
-                reader.buf = BytesMut::new();
-                return Ended::Handed(Handed::Http1(prefix.freeze()), reader, writer);
+                if let Some(reader) = &mut self.reader {
+                    prefix.extend_from_slice(&reader.buf);
+                    reader.buf = BytesMut::new();
+                }
+                return Ended::Handed(Handed::Http1(prefix.freeze()));
             }
-            let asked = Asked {
-                head: head.parts.method == Method::HEAD,
-                version: head.parts.version,
-                keep_alive: head.keep_alive,
-            };
-            drop(head.raw);
-            let (mut parked, body) = match head.framing {
-                head::Framing::Empty => (Some(reader), RequestBody::empty()),
-                head::Framing::Length(_) | head::Framing::Chunked => {
-                    let slot = slot.get_or_insert_with(|| Arc::new(Mutex::new(None)));
-                    let length = match head.framing {
-                        head::Framing::Length(n) => Some(n),
-                        _ => None,
-                    };
-                    let body =
-                        RequestBody::new(reader, length, head.expect_continue, Arc::clone(slot));
-                    (None, body)
-                }
-            };
-            let request = Request::from_parts(head.parts, body);
-
-            // Boxed: the handling future is large and lives only until the answer's head.
-            let mut handling = Box::pin(self.proxy.handle(request, self.info.clone()));
-            let answer = poll_fn(|cx| {
-                if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
-                    return Poll::Ready(Some(answer));
-                }
-                match parked.as_mut().map(|reader| reader.poll_gone(cx)) {
-                    Some(Poll::Ready(true)) => Poll::Ready(None),
-                    _ => Poll::Pending,
-                }
-            })
-            .await;
-            drop(handling);
-            // The client went away: dropping the handling cancelled its request.
-            let Some(answer) = answer else {
+            let Some((request, asked)) = self.request(head) else {
                 return Ended::Done;
             };
 
-            // The reader, back from a body read to its end; a body not read to its end
-            // leaves the connection unusable for another request.
+            // A block, so that the answer is not kept beside the future that writes it.
             let mut unread = None;
-            if parked.is_none() {
-                match slot.as_ref().and_then(|slot| slot.lock().ok()?.take()) {
-                    Some((reader, true)) => parked = Some(reader),
-                    Some((reader, false)) => unread = Some(reader),
-                    None => {}
-                }
-            }
-            let asked = Asked {
-                keep_alive: asked.keep_alive && parked.is_some() && !*self.draining.borrow(),
-                ..asked
-            };
-            let kept = answer_with(&mut writer, answer, asked, parked.as_mut()).await;
-            match (kept, parked) {
-                (Ok(true), Some(next)) if !*self.draining.borrow() => reader = next,
-                (Ok(_), _) => {
-                    if let Some(reader) = unread.or_else(|| {
-                        slot.as_ref()
-                            .and_then(|slot| slot.lock().ok()?.take())
-                            .map(|(r, _)| r)
-                    }) {
-                        linger(reader, writer, &mut self.draining).await;
+            let kept = {
+                // Boxed: the handling future is large and lives only until the answer's head.
+                let mut handling = Box::pin(self.proxy.handle(request, self.info.clone()));
+                let parked = &mut self.reader;
+                let answer = poll_fn(|cx| {
+                    if let Poll::Ready(answer) = handling.as_mut().poll(cx) {
+                        return Poll::Ready(Some(answer));
                     }
+                    match parked.as_mut().map(|reader| reader.poll_gone(cx)) {
+                        Some(Poll::Ready(true)) => Poll::Ready(None),
+                        _ => Poll::Pending,
+                    }
+                })
+                .await;
+                drop(handling);
+                // The client went away: dropping the handling cancelled its request.
+                let Some(answer) = answer else {
                     return Ended::Done;
+                };
+
+                // The reader, back from a body read to its end; a body not read to its end
+                // leaves the connection unusable for another request.
+                if self.reader.is_none() {
+                    match self.take_back() {
+                        Some((reader, true)) => self.reader = Some(reader),
+                        Some((reader, false)) => unread = Some(reader),
+                        None => {}
+                    }
                 }
-                (Err(_), _) => return Ended::Done,
+                let asked = Asked {
+                    keep_alive: asked.keep_alive
+                        && self.reader.is_some()
+                        && !*self.draining.borrow(),
+                    ..asked
+                };
+                answer_with(&mut self.writer, answer, asked, self.reader.as_mut())
+            }
+            .await;
+            match kept {
+                Ok(true) if !*self.draining.borrow() => {}
+                Ok(_) => {
+                    let unread = unread.or_else(|| self.take_back().map(|(reader, _)| reader));
+                    return unread.map_or(Ended::Done, Ended::Unread);
+                }
+                Err(_) => return Ended::Done,
+            }
+        }
+    }
+
+    /// The request of `head`, its body reading from this connection, and what the answer
+    /// must respect. `None` if the reader is gone (it never is between requests).
+    fn request(&mut self, head: head::Head) -> Option<(Request<RequestBody>, Asked)> {
+        let asked = Asked {
+            head: head.parts.method == Method::HEAD,
+            version: head.parts.version,
+            keep_alive: head.keep_alive,
+        };
+        let length = match head.framing {
+            head::Framing::Empty => {
+                return Some((Request::from_parts(head.parts, RequestBody::empty()), asked))
+            }
+            head::Framing::Length(n) => Some(n),
+            head::Framing::Chunked => None,
+        };
+        let reader = self.reader.take()?;
+        let slot = self.slot.get_or_insert_with(|| Arc::new(Mutex::new(None)));
+        let body = RequestBody::new(reader, length, head.expect_continue, Arc::clone(slot));
+        Some((Request::from_parts(head.parts, body), asked))
+    }
+
+    /// The reader a request body gave back, and whether the body was read to its end.
+    fn take_back(&self) -> Option<(Reader, bool)> {
+        self.slot.as_ref().and_then(|slot| slot.lock().ok()?.take())
+    }
+
+    /// Answers a head that cannot be served with its JSON error, then closes.
+    async fn refuse(&mut self, err: head::HeadError) {
+        tracing::debug!(peer = %self.info.peer, reason = err.reason, "bad request head");
+        let answer = json_error(
+            err.status,
+            err.reason,
+            "invalid_request_error",
+            code(err.status),
+        );
+        let asked = Asked {
+            head: false,
+            version: Version::HTTP_11,
+            keep_alive: false,
+        };
+        if answer_with(&mut self.writer, answer, asked, None)
+            .await
+            .is_ok()
+        {
+            if let Some(reader) = self.reader.take() {
+                linger(reader, &mut self.writer, &mut self.draining).await;
             }
         }
     }
 
     /// Reads until the buffer holds a whole request head.
-    async fn next_head(&mut self, reader: &mut Reader, first: bool) -> Next {
+    async fn next_head(&mut self, first: bool) -> Next {
+        let Some(reader) = self.reader.as_mut() else {
+            return Next::Closed;
+        };
         loop {
             if first && self.h2c && !reader.buf.is_empty() {
                 let seen = reader.buf.len().min(PREFACE.len());
@@ -265,11 +310,11 @@ impl Conn<'_> {
                     if seen == PREFACE.len() {
                         return Next::Preface;
                     }
-                } else if let Some(next) = self.parse(reader) {
+                } else if let Some(next) = parse(reader, self.limits) {
                     return next;
                 }
             } else if !reader.buf.is_empty() {
-                if let Some(next) = self.parse(reader) {
+                if let Some(next) = parse(reader, self.limits) {
                     return next;
                 }
             }
@@ -289,13 +334,13 @@ impl Conn<'_> {
             }
         }
     }
+}
 
-    fn parse(&self, reader: &mut Reader) -> Option<Next> {
-        match head::parse(&mut reader.buf, self.limits) {
-            Ok(Some(head)) => Some(Next::Head(head)),
-            Ok(None) => None,
-            Err(err) => Some(Next::Bad(err)),
-        }
+fn parse(reader: &mut Reader, limits: head::Limits) -> Option<Next> {
+    match head::parse(&mut reader.buf, limits) {
+        Ok(Some(head)) => Some(Next::Head(head)),
+        Ok(None) => None,
+        Err(err) => Some(Next::Bad(err)),
     }
 }
 
@@ -428,7 +473,7 @@ async fn write_body(
 /// A server that starts draining stops lingering.
 async fn linger(
     mut reader: Reader,
-    mut writer: SendTimeout<OwnedWriteHalf>,
+    writer: &mut SendTimeout<OwnedWriteHalf>,
     draining: &mut watch::Receiver<bool>,
 ) {
     let _ = writer.shutdown().await;
