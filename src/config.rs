@@ -83,6 +83,8 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// `None` when off.
     pub send_timeout: Option<Duration>,
+    /// The longest wait for more of a body being held; `None` when off.
+    pub body_read_timeout: Option<Duration>,
     pub max_header_size: usize,
     pub max_headers: usize,
     pub max_request_body: u64,

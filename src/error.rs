@@ -30,6 +30,9 @@ pub enum ProxyError {
     /// The client: its request body could not be read (it went away, or broke the framing).
     #[error("{0}")]
     ClientBody(String),
+    /// The client: it stopped sending a request body sluice was reading whole.
+    #[error("no more of the request body arrived within {0:?}")]
+    BodyReadTimeout(Duration),
     /// The client: a route needs the JSON body's `model`, and the body is not JSON.
     #[error("the request body is not a JSON object: {0}")]
     InvalidJson(String),
@@ -161,6 +164,11 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "request_body_error",
+            ),
+            BodyReadTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "request_timeout",
             ),
             InvalidJson(_) => (
                 StatusCode::BAD_REQUEST,

@@ -233,7 +233,7 @@ impl Proxy {
                 if declared.is_some_and(|len| len > bound) {
                     return Err(ProxyError::BodyTooLarge { limit: bound });
                 }
-                body = body.hold(bound).await?;
+                body = body.hold(bound, self.settings.body_read_timeout).await?;
                 let Some(bytes) = body.held() else {
                     return Err(ProxyError::BodyTooLarge { limit: bound });
                 };
@@ -323,7 +323,8 @@ impl Proxy {
         let needs = Needs::of(route);
         let access_reads = admit::needs_body(consumer.as_deref(), &rate_limits);
         if llm || needs.read() || access_reads {
-            body = body.hold(self.settings.max_buffered_body).await?;
+            let gap = self.settings.body_read_timeout;
+            body = body.hold(self.settings.max_buffered_body, gap).await?;
         }
         let mut asked = admit::Asked::default();
         let outgoing = match body {

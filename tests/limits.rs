@@ -206,6 +206,35 @@ async fn chunked_body_over_the_limit_to_the_mock_backend_is_413_too() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn a_body_that_stops_coming_gets_408_and_is_never_forwarded() {
+    let tap = Tap::start().await;
+    let gw = Gateway::start(&config(r#"body_read_timeout = "1s""#, &tap.url())).await;
+    // An LLM request, so its body is read whole: 1,000 bytes promised, 12 sent, then silence
+    // with the connection kept open.
+    let mut client = TcpStream::connect(gw.http).await.unwrap();
+    client
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\":\"m\"",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    timeout(HANG_GUARD, client.read_to_end(&mut answer))
+        .await
+        .expect("the gateway waited for the body forever")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""code":"request_timeout""#), "{answer}");
+    assert_eq!(tap.accepted(), 0, "a half request reached the backend");
+    gw.stop().await;
+}
+
 // --- request head ---------------------------------------------------------------------------
 
 /// A raw GET with `extra` header lines.

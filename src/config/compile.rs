@@ -112,6 +112,7 @@ pub fn static_config(
             max_connections: s.max_connections,
             header_read_timeout: s.header_read_timeout.0,
             send_timeout: Some(s.send_timeout.0).filter(|d| !d.is_zero()),
+            body_read_timeout: Some(s.body_read_timeout.0).filter(|d| !d.is_zero()),
             max_header_size: s.max_header_size.as_usize(),
             max_headers: s.max_headers,
             max_request_body: s.max_request_body.0,

@@ -168,6 +168,9 @@ pub struct Server {
     /// Longest a write to a client may stay blocked: a client that stops reading is cut.
     /// `"0s"` turns it off.
     pub send_timeout: HumanDuration,
+    /// Longest a client may leave a request body that sluice is reading whole without
+    /// sending more of it: then 408. `"0s"` turns it off.
+    pub body_read_timeout: HumanDuration,
     /// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list). At least 8KiB.
     pub max_header_size: ByteSize,
     /// Most header fields in one HTTP/1.1 request.
@@ -196,6 +199,7 @@ impl Default for Server {
             max_connections: 10_000,
             header_read_timeout: HumanDuration(std::time::Duration::from_secs(10)),
             send_timeout: HumanDuration(std::time::Duration::from_secs(120)),
+            body_read_timeout: HumanDuration(std::time::Duration::from_secs(60)),
             max_header_size: ByteSize(64 * 1024),
             max_headers: 100,
             max_request_body: ByteSize(32 * 1024 * 1024),

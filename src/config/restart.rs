@@ -80,6 +80,7 @@ impl StaticSections {
             max_connections,
             header_read_timeout,
             send_timeout,
+            body_read_timeout,
             max_header_size,
             max_headers,
             max_request_body,
@@ -100,6 +101,10 @@ impl StaticSections {
             *header_read_timeout == s.header_read_timeout,
         );
         check("server.send_timeout", *send_timeout == s.send_timeout);
+        check(
+            "server.body_read_timeout",
+            *body_read_timeout == s.body_read_timeout,
+        );
         check(
             "server.max_header_size",
             *max_header_size == s.max_header_size,

@@ -9,6 +9,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -35,9 +36,14 @@ where
     B: HttpBody<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
-    /// Reads the body into memory, up to `bound` bytes. A body already read is kept as it
-    /// is; an empty one costs no read.
-    pub async fn hold(self, bound: u64) -> Result<RequestBody<B>, ProxyError> {
+    /// Reads the body into memory, up to `bound` bytes, waiting at most `gap` for each next
+    /// piece (a client that stops sending gets 408). A body already read is kept as it is;
+    /// an empty one costs no read.
+    pub async fn hold(
+        self,
+        bound: u64,
+        gap: Option<Duration>,
+    ) -> Result<RequestBody<B>, ProxyError> {
         let RequestBody::Stream(stream) = self else {
             return Ok(self);
         };
@@ -48,7 +54,14 @@ where
         // Inline for the usual body of one or two frames: no allocation besides the body.
         let mut chunks: SmallVec<[Bytes; 2]> = SmallVec::new();
         let mut len = 0u64;
-        while let Some(frame) = stream.frame().await {
+        loop {
+            let frame = match gap {
+                None => stream.frame().await,
+                Some(gap) => tokio::time::timeout(gap, stream.frame())
+                    .await
+                    .map_err(|_| ProxyError::BodyReadTimeout(gap))?,
+            };
+            let Some(frame) = frame else { break };
             let frame = frame.map_err(|err| {
                 crate::upstream::classify(&*err)
                     .unwrap_or_else(|| ProxyError::ClientBody(err.to_string()))
@@ -161,7 +174,7 @@ mod tests {
     #[tokio::test]
     async fn small_bodies_are_held_whole() {
         let held = RequestBody::Stream(chunked(&["ab", "cd"]))
-            .hold(4)
+            .hold(4, None)
             .await
             .unwrap();
         assert_eq!(held.held().map(|b| &b[..]), Some(&b"abcd"[..]));
@@ -170,7 +183,7 @@ mod tests {
     #[tokio::test]
     async fn large_bodies_keep_their_prefix_and_stream_the_rest() {
         let partial = RequestBody::Stream(chunked(&["ab", "cd", "ef"]))
-            .hold(3)
+            .hold(3, None)
             .await
             .unwrap();
         assert!(partial.held().is_none());
