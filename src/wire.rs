@@ -4,6 +4,18 @@
 
 pub mod chunked;
 
+/// How a response body is framed on the wire (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: an answer to `HEAD`, a 1xx, 204 or 304.
+    Empty,
+    /// Exactly this many bytes, announced by `Content-Length`.
+    Length(u64),
+    Chunked,
+    /// Until the connection closes.
+    Close,
+}
+
 /// A `Content-Length` value: digits only, possibly a list of one repeated value.
 pub fn content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;

@@ -320,6 +320,17 @@ impl Client {
         std::mem::take(&mut self.buf)
     }
 
+    /// Asserts that `answer` said `connection: close` and the gateway then closed with
+    /// nothing more to say.
+    async fn assert_closes_after(&mut self, answer: &Answer) {
+        assert!(
+            answer.head.has_token("connection", "close"),
+            "{:?}",
+            answer.head
+        );
+        self.assert_closed().await;
+    }
+
     /// Asserts that the gateway closes the connection with nothing more to say.
     async fn assert_closed(&mut self) {
         let rest = within(self.closed()).await;
@@ -525,12 +536,7 @@ async fn connection_close_from_the_client_is_answered_then_closed() {
         .await;
     let answer = within(client.answer("GET")).await;
     assert_echo(&answer, "GET", "/bye", "");
-    assert!(
-        answer.head.has_token("connection", "close"),
-        "{:?}",
-        answer.head
-    );
-    client.assert_closed().await;
+    client.assert_closes_after(&answer).await;
     gw.stop().await;
 }
 
@@ -1219,12 +1225,7 @@ async fn a_broken_chunked_body_is_400_with_close() {
             .await;
         let answer = within(client.answer("POST")).await;
         assert_eq!(answer.status(), 400, "{body:?}: {:?}", answer.head);
-        assert!(
-            answer.head.has_token("connection", "close"),
-            "{body:?}: {:?}",
-            answer.head
-        );
-        client.assert_closed().await;
+        client.assert_closes_after(&answer).await;
     }
     gw.stop().await;
 }

@@ -7,18 +7,7 @@ use http::header::{self, HeaderName};
 use http::{response, StatusCode, Version};
 
 use crate::wire::content_length;
-
-/// How the answer's body goes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body: an answer to `HEAD`, a 1xx, 204 or 304.
-    Empty,
-    /// Exactly this many bytes, announced by `Content-Length`.
-    Length(u64),
-    Chunked,
-    /// Until the connection closes: an HTTP/1.0 client and a body of unknown length.
-    Close,
-}
+pub use crate::wire::Framing;
 
 /// What the request said that shapes the answer.
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Response, StatusCode, Version};
 use smallvec::SmallVec;
 
+pub use crate::wire::Framing;
 use crate::wire::{content_length, tokens};
 
 /// Most header fields in a response head.
@@ -98,17 +99,6 @@ fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// How a response body is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    /// No body: a `HEAD` request, 204 or 304.
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Until the backend closes the connection.
-    Close,
 }
 
 /// A parsed response head.
