@@ -21,6 +21,18 @@ pub enum ProxyError {
     /// The client: the request cannot be forwarded as it is (bad URI, bad header value).
     #[error("malformed request: {0}")]
     BadRequest(String),
+    /// The client: an HTTP/1.1 request head that cannot be served as sent.
+    #[error("{0}")]
+    BadHead(&'static str),
+    /// The client: an HTTP/1.1 request head over `max_header_size` or `max_headers`.
+    #[error("{0}")]
+    HeadTooLarge(&'static str),
+    /// The client: a transfer coding other than a lone `chunked`.
+    #[error("transfer codings other than chunked are not supported")]
+    UnsupportedCoding,
+    /// The client: an HTTP version other than 1.0 and 1.1 on an HTTP/1.1 connection.
+    #[error("only HTTP/1.0 and HTTP/1.1 are served here")]
+    VersionNotSupported,
     /// The client: a WebSocket upgrade on a route that does not allow one.
     #[error("route `{route}` does not accept WebSocket upgrades")]
     UpgradeNotAllowed { route: String },
@@ -145,10 +157,25 @@ impl ProxyError {
                 "invalid_request_error",
                 "request_too_large",
             ),
-            BadRequest(_) => (
+            BadRequest(_) | BadHead(_) => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 "bad_request",
+            ),
+            HeadTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request_error",
+                "request_header_fields_too_large",
+            ),
+            UnsupportedCoding => (
+                StatusCode::NOT_IMPLEMENTED,
+                "invalid_request_error",
+                "not_implemented",
+            ),
+            VersionNotSupported => (
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "invalid_request_error",
+                "http_version_not_supported",
             ),
             UpgradeNotAllowed { .. } => (
                 StatusCode::BAD_REQUEST,

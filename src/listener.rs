@@ -209,8 +209,8 @@ async fn connection(
             };
             // Boxed: hyper's connection is large, and only upgrades and h2c come here.
             let server = match handed {
-                h1::Handed::Http1(_) => Hyper::Http1(&handover.http1),
-                h1::Handed::Http2(_) => match &handover.http2 {
+                h1::Handed::Http1 => Hyper::Http1(&handover.http1),
+                h1::Handed::Http2 => match &handover.http2 {
                     Some(http2) => Hyper::Http2(http2),
                     None => return,
                 },

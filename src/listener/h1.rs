@@ -37,7 +37,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, Request, Version};
 use http_body::Body as HttpBody;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
@@ -49,7 +49,7 @@ use tokio::sync::watch;
 use super::replay::Replay;
 use super::send_timeout::SendTimeout;
 use crate::body::Body;
-use crate::error::json_error;
+use crate::error::ProxyError;
 use crate::proxy::{ConnInfo, Proxy};
 use crate::wire;
 use body::{RequestBody, Slot};
@@ -75,10 +75,10 @@ pub struct Handover {
     pub http2: Option<http2::Builder<TokioExecutor>>,
 }
 
-/// Which hyper server takes a connection over, and the bytes it must read first.
+/// Which hyper server takes a connection over.
 pub enum Handed {
-    Http1(Bytes),
-    Http2(Bytes),
+    Http1,
+    Http2,
 }
 
 /// Why [`Conn::run`] ended, for what happens to the socket next.
@@ -86,11 +86,11 @@ enum Ended {
     /// Closed; nothing more to do.
     Done,
     /// A head that cannot be served: answer it and close.
-    Refused(head::HeadError),
+    Refused(ProxyError),
     /// Answered with the request body unread: close gracefully.
     Unread(Reader),
-    /// Another server takes the connection.
-    Handed(Handed),
+    /// Another server takes the connection, reading these bytes first.
+    Handed(Handed, Bytes),
 }
 
 /// What waiting for a request head gave.
@@ -98,7 +98,7 @@ enum Ended {
 #[allow(clippy::large_enum_variant)]
 enum Next {
     Head(head::Head),
-    Bad(head::HeadError),
+    Bad(ProxyError),
     Preface,
     /// The client closed, failed, went silent, or the server is draining.
     Closed,
@@ -140,12 +140,9 @@ pub async fn serve(
             linger(reader, &mut conn.writer, &mut conn.draining).await;
             None
         }
-        Ended::Handed(handed) => {
+        Ended::Handed(handed, prefix) => {
             let reader = conn.reader?;
             let stream = reader.half.reunite(conn.writer.into_inner()).ok()?;
-            let prefix = match &handed {
-                Handed::Http1(prefix) | Handed::Http2(prefix) => prefix.clone(),
-            };
             let stream = Replay::new(prefix, SendTimeout::new(stream, settings.send_timeout));
             Some((handed, conn.info, stream))
         }
@@ -178,7 +175,7 @@ impl Conn<'_> {
                 Ok(Next::Preface) => {
                     let reader = self.reader.as_mut();
                     let prefix = reader.map(|r| std::mem::take(&mut r.buf).freeze());
-                    return Ended::Handed(Handed::Http2(prefix.unwrap_or_default()));
+                    return Ended::Handed(Handed::Http2, prefix.unwrap_or_default());
                 }
                 Ok(Next::Bad(err)) => return Ended::Refused(err),
                 // A client that sent nothing in time is closed without an answer.
@@ -191,7 +188,7 @@ impl Conn<'_> {
                     prefix.extend_from_slice(&reader.buf);
                     reader.buf = BytesMut::new();
                 }
-                return Ended::Handed(Handed::Http1(prefix.freeze()));
+                return Ended::Handed(Handed::Http1, prefix.freeze());
             }
             let Some((request, asked)) = self.request(head) else {
                 return Ended::Done;
@@ -275,20 +272,14 @@ impl Conn<'_> {
     }
 
     /// Answers a head that cannot be served with its JSON error, then closes.
-    async fn refuse(&mut self, err: head::HeadError) {
-        tracing::debug!(peer = %self.info.peer, reason = err.reason, "bad request head");
-        let answer = json_error(
-            err.status,
-            err.reason,
-            "invalid_request_error",
-            code(err.status),
-        );
+    async fn refuse(&mut self, err: ProxyError) {
+        tracing::debug!(peer = %self.info.peer, error = %err, "bad request head");
         let asked = Asked {
             head: false,
             version: Version::HTTP_11,
             keep_alive: false,
         };
-        if answer_with(&mut self.writer, answer, asked, None)
+        if answer_with(&mut self.writer, err.into_response(), asked, None)
             .await
             .is_ok()
         {
@@ -341,16 +332,6 @@ fn parse(reader: &mut Reader, limits: head::Limits) -> Option<Next> {
         Ok(Some(head)) => Some(Next::Head(head)),
         Ok(None) => None,
         Err(err) => Some(Next::Bad(err)),
-    }
-}
-
-/// The `code` of a protocol error's JSON answer.
-fn code(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request_header_fields_too_large",
-        StatusCode::NOT_IMPLEMENTED => "not_implemented",
-        StatusCode::HTTP_VERSION_NOT_SUPPORTED => "http_version_not_supported",
-        _ => "bad_request",
     }
 }
 

@@ -4,9 +4,10 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{request, Method, Request, StatusCode, Uri, Version};
+use http::{request, Method, Request, Uri, Version};
 use smallvec::SmallVec;
 
+use crate::error::ProxyError;
 use crate::wire::{content_length, tokens};
 
 /// Header fields parsed into a buffer on the stack; a `max_headers` above it uses the heap.
@@ -36,22 +37,6 @@ pub struct Head {
     pub raw: Bytes,
 }
 
-/// A request head that cannot be served: the status it gets and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeadError {
-    pub status: StatusCode,
-    pub reason: &'static str,
-}
-
-impl HeadError {
-    fn bad(reason: &'static str) -> HeadError {
-        HeadError {
-            status: StatusCode::BAD_REQUEST,
-            reason,
-        }
-    }
-}
-
 /// The limits a head is read within.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -63,7 +48,7 @@ pub struct Limits {
 
 /// Parses a request head off the front of `buf`. `None` when `buf` does not hold a whole
 /// head yet. Empty lines before the request line are skipped (RFC 9112 §2.2).
-pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, HeadError> {
+pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, ProxyError> {
     let blank = buf
         .iter()
         .take_while(|&&b| b == b'\r' || b == b'\n')
@@ -83,27 +68,18 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, HeadErr
     let parsed = httparse::ParserConfig::default()
         .allow_multiple_spaces_in_request_line_delimiters(false)
         .parse_request_with_uninit_headers(&mut request, buf, fields);
-    let too_large = HeadError {
-        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        reason: "request head too large",
-    };
+    let too_large = ProxyError::HeadTooLarge("request head too large");
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) if len <= limits.max_size => len,
         Ok(httparse::Status::Partial) if buf.len() <= limits.max_size => return Ok(None),
         Ok(_) => return Err(too_large),
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError {
-                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                reason: "too many header fields",
-            })
+            return Err(ProxyError::HeadTooLarge("too many header fields"))
         }
         Err(httparse::Error::Version) if names_other_version(buf) => {
-            return Err(HeadError {
-                status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                reason: "only HTTP/1.0 and HTTP/1.1 are served here",
-            })
+            return Err(ProxyError::VersionNotSupported)
         }
-        Err(_) => return Err(HeadError::bad("malformed request head")),
+        Err(_) => return Err(ProxyError::BadHead("malformed request head")),
     };
     let version = if request.version == Some(0) {
         Version::HTTP_10
@@ -111,7 +87,7 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, HeadErr
         Version::HTTP_11
     };
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
-        .map_err(|_| HeadError::bad("invalid method"))?;
+        .map_err(|_| ProxyError::BadHead("invalid method"))?;
     let base = buf.as_ptr() as usize;
     let offsets = |s: &[u8]| {
         let start = s.as_ptr() as usize - base;
@@ -122,18 +98,18 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, HeadErr
     let mut names: SmallVec<[(HeaderName, std::ops::Range<usize>); 16]> = SmallVec::new();
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| HeadError::bad("invalid header name"))?;
+            .map_err(|_| ProxyError::BadHead("invalid header name"))?;
         seen.note(&name, field.value)?;
         names.push((name, offsets(field.value)));
     }
     // Values and the target are slices of the head's bytes, shared rather than copied.
     let raw = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(raw.slice(target))
-        .map_err(|_| HeadError::bad("invalid request target"))?;
+        .map_err(|_| ProxyError::BadHead("invalid request target"))?;
     let mut headers = HeaderMap::with_capacity(names.len());
     for (name, value) in names {
         let value = HeaderValue::from_maybe_shared(raw.slice(value))
-            .map_err(|_| HeadError::bad("invalid header value"))?;
+            .map_err(|_| ProxyError::BadHead("invalid header value"))?;
         headers.append(name, value);
     }
     let framing = seen.framing(version)?;
@@ -189,7 +165,7 @@ struct Seen {
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), HeadError> {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), ProxyError> {
         if name == header::CONNECTION {
             for token in tokens(value) {
                 self.close |= token.eq_ignore_ascii_case(b"close");
@@ -205,9 +181,10 @@ impl Seen {
                 self.coded = true;
             }
         } else if name == header::CONTENT_LENGTH {
-            let length = content_length(value).ok_or(HeadError::bad("invalid Content-Length"))?;
+            let length =
+                content_length(value).ok_or(ProxyError::BadHead("invalid Content-Length"))?;
             if self.length.is_some_and(|seen| seen != length) {
-                return Err(HeadError::bad("conflicting Content-Length values"));
+                return Err(ProxyError::BadHead("conflicting Content-Length values"));
             }
             self.length = Some(length);
         } else if name == header::HOST {
@@ -223,10 +200,10 @@ impl Seen {
     /// The body's framing (RFC 9112 §6.3). Every ambiguous case is refused rather than
     /// guessed at: a proxy that reads a body's end differently from its backend lets a
     /// request hide inside another.
-    fn framing(&self, version: Version) -> Result<Framing, HeadError> {
+    fn framing(&self, version: Version) -> Result<Framing, ProxyError> {
         match (self.hosts, version) {
-            (0, Version::HTTP_11) => return Err(HeadError::bad("no Host field")),
-            (2.., _) => return Err(HeadError::bad("more than one Host field")),
+            (0, Version::HTTP_11) => return Err(ProxyError::BadHead("no Host field")),
+            (2.., _) => return Err(ProxyError::BadHead("more than one Host field")),
             _ => {}
         }
         if !self.coded {
@@ -236,21 +213,22 @@ impl Seen {
             });
         }
         if self.length.is_some() {
-            return Err(HeadError::bad(
+            return Err(ProxyError::BadHead(
                 "both Transfer-Encoding and Content-Length are present",
             ));
         }
         if version == Version::HTTP_10 {
-            return Err(HeadError::bad("Transfer-Encoding in an HTTP/1.0 request"));
+            return Err(ProxyError::BadHead(
+                "Transfer-Encoding in an HTTP/1.0 request",
+            ));
         }
         if !self.chunked_last {
-            return Err(HeadError::bad("the last transfer coding is not chunked"));
+            return Err(ProxyError::BadHead(
+                "the last transfer coding is not chunked",
+            ));
         }
         if !self.chunked_only {
-            return Err(HeadError {
-                status: StatusCode::NOT_IMPLEMENTED,
-                reason: "transfer codings other than chunked are not supported",
-            });
+            return Err(ProxyError::UnsupportedCoding);
         }
         Ok(Framing::Chunked)
     }
