@@ -358,6 +358,12 @@ def throughput(args, binary):
                  "haproxy": free_port()}
         sluice(p, binary, work, ports["sluice"], up)
         sluice(p, binary, work, ports["sluice (llm off)"], up, extra_route='llm = "off"')
+        if args.baseline:
+            # Another build of sluice beside this one, for a before-and-after in one run.
+            ports["baseline"] = free_port()
+            sluice(p, args.baseline, work, ports["baseline"], up)
+            ports["baseline (llm off)"] = free_port()
+            sluice(p, args.baseline, work, ports["baseline (llm off)"], up, extra_route='llm = "off"')
         nginx_proxy(p, work, ports["nginx"], up)
         haproxy(p, work, ports["haproxy"], up)
         h2_ports = {"sluice": ports["sluice"], "nginx": free_port(), "haproxy": free_port()}
@@ -560,6 +566,8 @@ def main():
     parser.add_argument("--interval-ms", type=int, default=100)
     parser.add_argument("--proxies", default="sluice,nginx,haproxy",
                         help="sse: which proxies to run, e.g. `sluice` alone to iterate faster")
+    parser.add_argument("--baseline", type=Path,
+                        help="throughput: another sluice binary to measure beside this build")
     parser.add_argument("--tunnels", type=int, default=1000)
     parser.add_argument("--ws-rounds", type=int, default=20)
     args = parser.parse_args()
