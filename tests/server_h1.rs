@@ -472,6 +472,42 @@ async fn pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test]
+async fn a_request_sent_while_the_one_before_waits_is_answered_next() {
+    let (upstream, mut arrived) = Upstream::held(b"held answer").await;
+    let gw = gateway("", &upstream.url()).await;
+    let mut client = Client::connect(gw.http).await;
+
+    client.send(&get("/first")).await;
+    let first = within(arrived.recv())
+        .await
+        .expect("the first request arrives");
+    // The next request comes while the first waits on the upstream, when the gateway is
+    // watching the socket for the client leaving: it is the next request, not a departure.
+    client.send(&get("/second")).await;
+    first.send(()).expect("the upstream still holds the first");
+    let answer = within(client.answer("GET")).await;
+    assert_eq!(
+        (answer.status(), answer.text().as_str()),
+        (200, "held answer")
+    );
+
+    let second = within(arrived.recv())
+        .await
+        .expect("the second request arrives");
+    second
+        .send(())
+        .expect("the upstream still holds the second");
+    let answer = within(client.answer("GET")).await;
+    assert_eq!(
+        (answer.status(), answer.text().as_str()),
+        (200, "held answer")
+    );
+    let paths: Vec<String> = upstream.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(paths, ["/first", "/second"]);
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn http10_without_keep_alive_is_answered_then_closed() {
     let upstream = Upstream::echo("u").await;
     let gw = gateway("", &upstream.url()).await;

@@ -232,14 +232,18 @@ impl H1Conn {
     /// buffer is allocated only once the socket is readable, so a waiting stream holds none.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let read = match &mut self.io {
-            Io::Plain(tcp) => loop {
+            // Through `AsyncRead` rather than `try_read`: a short read tells tokio the socket
+            // is drained, so the next wait (or the reuse check) makes no `recv` that finds
+            // nothing.
+            Io::Plain(tcp) => {
                 ready!(tcp.poll_read_ready(cx))?;
                 reserve(&mut self.buf, self.read_size);
-                match tcp.try_read_buf(&mut self.buf) {
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                    read => break read?,
+                let read = tokio_util::io::poll_read_buf(Pin::new(tcp), cx, &mut self.buf);
+                if read.is_pending() {
+                    self.shrink();
                 }
-            },
+                ready!(read)?
+            }
             Io::Tls(tls) => {
                 reserve(&mut self.buf, self.read_size);
                 ready!(tokio_util::io::poll_read_buf(
