@@ -2,7 +2,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{request, Method, Request, Uri, Version};
 use smallvec::SmallVec;
@@ -12,6 +12,10 @@ use crate::wire::{content_length, tokens};
 
 /// Header fields parsed into a buffer on the stack; a `max_headers` above it uses the heap.
 const STACK_FIELDS: usize = 128;
+
+/// Room for the fields the proxy adds on the way (`X-Forwarded-*`, `X-Request-Id`, `Host`),
+/// so that adding them does not grow the map.
+const ADDED_FIELDS: usize = 6;
 
 /// How a request body is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +57,7 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, ProxyEr
         .iter()
         .take_while(|&&b| b == b'\r' || b == b'\n')
         .count();
-    if blank > 0 {
-        let _ = buf.split_to(blank);
-    }
+    buf.advance(blank);
     let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_FIELDS];
     let mut heap = Vec::new();
     let fields = if limits.max_fields <= STACK_FIELDS {
@@ -102,11 +104,14 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, ProxyEr
         seen.note(&name, field.value)?;
         names.push((name, offsets(field.value)));
     }
-    // Values and the target are slices of the head's bytes, shared rather than copied.
-    let raw = buf.split_to(len).freeze();
+    // Values and the target are slices of one copy of the head. A copy rather than a split
+    // of the read buffer: what keeps a slice (the access log's URI, for as long as a stream
+    // lasts) then keeps the head's bytes alive, not the whole buffer they were read into.
+    let raw = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
     let uri = Uri::from_maybe_shared(raw.slice(target))
         .map_err(|_| ProxyError::BadHead("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(names.len());
+    let mut headers = HeaderMap::with_capacity(names.len() + ADDED_FIELDS);
     for (name, value) in names {
         let value = HeaderValue::from_maybe_shared(raw.slice(value))
             .map_err(|_| ProxyError::BadHead("invalid header value"))?;

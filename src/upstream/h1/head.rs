@@ -13,6 +13,9 @@ use crate::wire::{content_length, tokens};
 
 /// Most header fields in a response head.
 const MAX_HEADERS: usize = 100;
+/// Room for the fields the proxy adds to an answer (`X-Request-Id`, rate-limit headers), so
+/// that adding them does not grow the map.
+const ADDED_FIELDS: usize = 2;
 /// Most bytes of a response head; a longer one is refused.
 pub const MAX_HEAD: usize = 64 * 1024;
 
@@ -134,7 +137,7 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         let (framing, keep_alive) = framing(&parsed, method)?;
         // The values are slices of the head's bytes, shared rather than copied.
         let head = buf.split_to(parsed.len).freeze();
-        let mut headers = HeaderMap::with_capacity(parsed.fields.len());
+        let mut headers = HeaderMap::with_capacity(parsed.fields.len() + ADDED_FIELDS);
         for (name, start, end) in parsed.fields {
             // A length beside a transfer coding is not passed on (RFC 9112 §6.3): the
             // client's side frames the body itself.
