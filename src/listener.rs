@@ -187,44 +187,58 @@ async fn serve_with(
 }
 
 /// Runs one accepted connection: the TLS handshake if any, then HTTP until it ends.
-async fn connection(
+///
+/// An `async move` block rather than an `async fn`, whose arguments would each be held twice
+/// (as arguments and as the locals they are moved into) for as long as the connection lives.
+#[allow(clippy::manual_async_fn)]
+fn connection<'a>(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     transport: Transport,
-    proxy: &Arc<Proxy>,
-    protocols: &Protocols,
+    proxy: &'a Arc<Proxy>,
+    protocols: &'a Protocols,
     draining: watch::Receiver<bool>,
-) {
-    match (transport, protocols) {
-        (Transport::Plain, Protocols::Own(handover)) => {
-            let conn_info = ConnInfo {
-                peer,
-                peer_ip: headers::peer_value(peer.ip()),
-                proto: "http",
-                client_subject: None,
-            };
-            let served = h1::serve(stream, conn_info, proxy, handover, draining.clone());
-            let Some((handed, conn_info, io)) = served.await else {
-                return;
-            };
-            // Boxed: hyper's connection is large, and only upgrades and h2c come here.
-            let server = match handed {
-                h1::Handed::Http1 => Hyper::Http1(&handover.http1),
-                h1::Handed::Http2 => match &handover.http2 {
-                    Some(http2) => Hyper::Http2(http2),
-                    None => return,
-                },
-            };
-            Box::pin(serve_hyper(io, conn_info, proxy, server, None, draining)).await;
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        match (transport, protocols) {
+            (Transport::Plain, Protocols::Own(handover)) => {
+                let conn_info = ConnInfo {
+                    peer,
+                    peer_ip: headers::peer_value(peer.ip()),
+                    proto: "http",
+                    client_subject: None,
+                };
+                let h2c = handover.http2.is_some();
+                let served = h1::serve(stream, conn_info, Arc::clone(proxy), h2c, draining);
+                let Some(handoff) = served.await else {
+                    return;
+                };
+                // Boxed: hyper's connection is large, and only upgrades and h2c come here.
+                let hyper = Box::pin(hand_over(handoff, proxy, handover));
+                hyper.await;
+            }
+            // Boxed: a TLS stream, its handshake and the HTTP connection over it make this
+            // future about 10 KiB, and unboxed every plain connection's task would be as large,
+            // for as long as it stays open (an SSE stream for minutes).
+            (_, Protocols::Auto(auto)) => {
+                Box::pin(tls_connection(stream, peer, proxy, auto, draining)).await;
+            }
+            (Transport::Tls, Protocols::Own(_)) => {}
         }
-        // Boxed: a TLS stream, its handshake and the HTTP connection over it make this
-        // future about 10 KiB, and unboxed every plain connection's task would be as large,
-        // for as long as it stays open (an SSE stream for minutes).
-        (_, Protocols::Auto(auto)) => {
-            Box::pin(tls_connection(stream, peer, proxy, auto, draining)).await;
-        }
-        (Transport::Tls, Protocols::Own(_)) => {}
     }
+}
+
+/// Serves a plain-port connection that sluice's HTTP/1.1 server handed over with hyper's.
+async fn hand_over(handoff: h1::Handoff, proxy: &Arc<Proxy>, handover: &h1::Handover) {
+    let server = match handoff.handed {
+        h1::Handed::Http1 => Hyper::Http1(&handover.http1),
+        h1::Handed::Http2 => match &handover.http2 {
+            Some(http2) => Hyper::Http2(http2),
+            None => return,
+        },
+    };
+    let (io, info, draining) = (handoff.io, handoff.info, handoff.draining);
+    serve_hyper(io, info, proxy, server, None, draining).await;
 }
 
 /// [`connection`] on the HTTPS port: the handshake, then HTTP over the TLS stream.

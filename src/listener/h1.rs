@@ -104,53 +104,77 @@ enum Next {
     Closed,
 }
 
-/// Serves HTTP/1.1 on `stream` until it closes. Answers the connection, its `ConnInfo` and
-/// the bytes already read from it when another protocol takes over.
-pub async fn serve(
+/// A connection another server takes over: which one, the connection with the bytes
+/// already read from it, and what the connection was served with.
+pub struct Handoff {
+    pub handed: Handed,
+    pub info: ConnInfo,
+    pub io: Replay<SendTimeout<TcpStream>>,
+    pub draining: watch::Receiver<bool>,
+}
+
+/// Serves HTTP/1.1 on `stream` until it closes, or until another protocol takes it over
+/// (`h2c`: the HTTP/2 preface is looked for).
+///
+/// Not an `async fn`: the connection's state is built here, before the future exists, so
+/// that the future holds it once. An `async fn` would also keep its arguments for its whole
+/// life, and this future lives as long as the connection (an SSE stream's, for minutes).
+#[allow(clippy::manual_async_fn)]
+pub fn serve(
     stream: TcpStream,
     info: ConnInfo,
-    proxy: &Arc<Proxy>,
-    handover: &Handover,
+    proxy: Arc<Proxy>,
+    h2c: bool,
     draining: watch::Receiver<bool>,
-) -> Option<(Handed, ConnInfo, Replay<SendTimeout<TcpStream>>)> {
+) -> impl Future<Output = Option<Handoff>> + Send {
     let (read, write) = stream.into_split();
     let settings = &proxy.settings;
-    // Everything the connection keeps lives here once; the futures below borrow it, so an
-    // idle connection's task holds each piece of state a single time.
     let mut conn = Conn {
-        proxy,
         info,
         limits: head::Limits {
             max_size: settings.max_header_size,
             max_fields: settings.max_headers,
         },
-        h2c: handover.http2.is_some(),
+        h2c,
         draining,
         reader: Some(Reader::new(read)),
         writer: SendTimeout::new(write, settings.send_timeout),
         slot: None,
+        proxy,
     };
-    match conn.run().await {
-        Ended::Done => None,
-        Ended::Refused(err) => {
-            conn.refuse(err).await;
-            None
-        }
-        Ended::Unread(reader) => {
-            linger(reader, &mut conn.writer, &mut conn.draining).await;
-            None
-        }
-        Ended::Handed(handed, prefix) => {
-            let reader = conn.reader?;
-            let stream = reader.half.reunite(conn.writer.into_inner()).ok()?;
-            let stream = Replay::new(prefix, SendTimeout::new(stream, settings.send_timeout));
-            Some((handed, conn.info, stream))
+    // An `async move` block, not an `async fn` taking `self`: that would move its argument
+    // into a local of its own and hold the state twice.
+    // The rare endings (a refused head, an unread body) are boxed: the task's size is the
+    // largest of its states, and it keeps that size for the connection's whole life.
+    async move {
+        match conn.run().await {
+            Ended::Done => None,
+            Ended::Refused(err) => {
+                Box::pin(conn.refuse(err)).await;
+                None
+            }
+            Ended::Unread(reader) => {
+                Box::pin(linger(reader, &mut conn.writer, &mut conn.draining)).await;
+                None
+            }
+            Ended::Handed(handed, prefix) => {
+                let reader = conn.reader?;
+                let stream = reader.half.reunite(conn.writer.into_inner()).ok()?;
+                let send_timeout = conn.proxy.settings.send_timeout;
+                Some(Handoff {
+                    handed,
+                    info: conn.info,
+                    io: Replay::new(prefix, SendTimeout::new(stream, send_timeout)),
+                    draining: conn.draining,
+                })
+            }
         }
     }
 }
 
-struct Conn<'a> {
-    proxy: &'a Arc<Proxy>,
+/// Everything a connection keeps, held once by its task; the futures below borrow it.
+struct Conn {
+    proxy: Arc<Proxy>,
     info: ConnInfo,
     limits: head::Limits,
     h2c: bool,
@@ -163,7 +187,7 @@ struct Conn<'a> {
     slot: Option<Slot>,
 }
 
-impl Conn<'_> {
+impl Conn {
     /// Serves requests until the connection ends or is to be handed over.
     async fn run(&mut self) -> Ended {
         let header_timeout = self.proxy.settings.header_read_timeout;
@@ -337,22 +361,28 @@ fn parse(reader: &mut Reader, limits: head::Limits) -> Option<Next> {
 
 /// Writes `answer`. Answers whether the connection may carry another request: the answer
 /// went out whole and its framing did not end with the connection.
-async fn answer_with(
-    writer: &mut SendTimeout<OwnedWriteHalf>,
+///
+/// The head is encoded before the future exists, so that the future holds neither the
+/// answer nor its head while the body streams.
+#[allow(clippy::manual_async_fn)]
+fn answer_with<'a>(
+    writer: &'a mut SendTimeout<OwnedWriteHalf>,
     answer: http::Response<Body>,
     asked: Asked,
-    watch: Option<&mut Reader>,
-) -> io::Result<bool> {
+    watch: Option<&'a mut Reader>,
+) -> impl Future<Output = io::Result<bool>> + Send + 'a {
     let (parts, body) = answer.into_parts();
     let mut out = Vec::with_capacity(512);
     let (framing, keep_alive) = response::encode(&parts, body.size_hint().exact(), asked, &mut out);
     drop(parts);
-    if framing == Framing::Empty {
-        writer.write_all(&out).await?;
-        return Ok(keep_alive);
+    async move {
+        if framing == Framing::Empty {
+            writer.write_all(&out).await?;
+            return Ok(keep_alive);
+        }
+        let whole = write_body(writer, out, body, framing, watch).await?;
+        Ok(keep_alive && whole)
     }
-    let whole = write_body(writer, out, body, framing, watch).await?;
-    Ok(keep_alive && whole)
 }
 
 /// What the next step of writing a body is.
