@@ -138,6 +138,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     }
     tokio::spawn(limiter.sweep_loop(http_rx.clone()));
+    tokio::spawn(crate::memory::trim_loop(http_rx.clone()));
     tokio::spawn(crate::upstream::check::supervise(
         Arc::clone(&state),
         http_rx.clone(),
