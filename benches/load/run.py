@@ -6,6 +6,7 @@ the upstream share core 1. Every scenario interleaves its targets round by round
 medians, and each proxy's ratio to nginx measured in the same run.
 
     benches/load/run.py throughput [--seconds 10] [--rounds 3]   # HTTP/1.1 (wrk) and HTTP/2 (h2load)
+                       [--baseline BINARY]                       # and another sluice build beside it
     benches/load/run.py latency    [--seconds 10] [--rounds 3]   # fixed rate at half nginx's maximum
     benches/load/run.py sse        [--streams 1000,5000] [--hold 10] [--interval-ms 100] [--proxies sluice]
     benches/load/run.py websocket  [--tunnels 1000] [--rounds 20]
