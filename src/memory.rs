@@ -6,7 +6,9 @@
 //! streams it opened stay open. jemalloc and mimalloc purge such pages after a while; this
 //! does the same for glibc. Every [`PERIOD`], when the heap holds more than [`TRIM_AT`]
 //! free bytes, `malloc_trim` gives the free whole pages back (`madvise`), and what is
-//! allocated there next faults a fresh page in.
+//! allocated there next faults a fresh page in. A trim walks every free chunk and makes a
+//! system call for each, so it runs again only once more memory has been freed since:
+//! free bytes that stay free are not handed back twice.
 //!
 //! Elsewhere than glibc this does nothing.
 
@@ -19,21 +21,43 @@ const PERIOD: Duration = Duration::from_secs(2);
 /// Free bytes in the heap above which they are handed back.
 const TRIM_AT: usize = 1024 * 1024;
 
-/// Trims the heap every [`PERIOD`] while it holds more than [`TRIM_AT`] free bytes, until
-/// `stop` turns true.
+/// Trims the heap every [`PERIOD`] while it holds more than [`TRIM_AT`] free bytes that were
+/// not there at the last trim, until `stop` turns true.
 pub async fn trim_loop(mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut due = Due::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = crate::listener::stopped(&mut stop) => return,
         }
         let free = glibc::free_bytes();
-        if free > TRIM_AT {
+        if due.trim(free) {
+            let started = std::time::Instant::now();
             let released = glibc::trim();
-            tracing::debug!(free, released, "trimmed the heap");
+            tracing::debug!(free, released, took = ?started.elapsed(), "trimmed the heap");
         }
+    }
+}
+
+/// Whether a trim is due.
+#[derive(Debug, Default)]
+struct Due {
+    /// The fewest free bytes seen since the last trim: handed back already, or reused since.
+    floor: usize,
+}
+
+impl Due {
+    /// With `free` bytes free now: more than [`TRIM_AT`], and half of that freed since the
+    /// last trim.
+    fn trim(&mut self, free: usize) -> bool {
+        self.floor = self.floor.min(free);
+        if free > TRIM_AT && free - self.floor > TRIM_AT / 2 {
+            self.floor = free;
+            return true;
+        }
+        false
     }
 }
 
@@ -65,8 +89,27 @@ mod glibc {
     }
 }
 
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+#[cfg(test)]
 mod tests {
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    #[test]
+    fn a_trim_is_due_once_per_burst_of_freed_memory() {
+        let mut due = Due::default();
+        assert!(!due.trim(MIB / 2), "too little free");
+        assert!(due.trim(8 * MIB), "a burst freed 8 MiB");
+        assert!(!due.trim(8 * MIB), "nothing freed since");
+        assert!(!due.trim(8 * MIB + MIB / 4), "a little freed since");
+        // Reused, then freed again: the pages are back in memory.
+        assert!(!due.trim(5 * MIB));
+        assert!(due.trim(7 * MIB));
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod glibc_tests {
     use super::glibc;
 
     #[test]

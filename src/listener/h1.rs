@@ -142,8 +142,6 @@ pub fn serve(
         slot: None,
         proxy,
     };
-    // An `async move` block, not an `async fn` taking `self`: that would move its argument
-    // into a local of its own and hold the state twice.
     // The rare endings (a refused head, an unread body) are boxed: the task's size is the
     // largest of its states, and it keeps that size for the connection's whole life.
     async move {

@@ -103,21 +103,21 @@ mod tests {
     use std::future::poll_fn;
 
     use tokio::io::AsyncWriteExt;
+    use tokio::net::tcp::OwnedWriteHalf;
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
 
-    /// A reader on the server side of a fresh connection, and the client's side.
-    async fn pair() -> (Reader, TcpStream) {
+    /// A reader on the server side of a fresh connection, its write half (dropping it would
+    /// shut the socket down), and the client's side.
+    async fn pair() -> (Reader, OwnedWriteHalf, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let (read, write) = server.into_split();
-        // The write half lives as long as the test: dropping it would shut the socket down.
-        std::mem::forget(write);
-        (Reader::new(read), client)
+        (Reader::new(read), write, client)
     }
 
     /// Waits until `poll_gone` either sees the end or keeps some bytes.
@@ -134,7 +134,7 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_that_come_while_watching_are_kept_as_the_next_request() {
-        let (mut reader, mut client) = pair().await;
+        let (mut reader, _write, mut client) = pair().await;
         let next = b"GET /next HTTP/1.1\r\nhost: a\r\n\r\n";
         client.write_all(next).await.unwrap();
         assert_eq!(watch(&mut reader).await, None, "the client has not gone");
@@ -148,7 +148,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_that_closes_while_watched_is_gone_and_no_buffer_is_kept() {
-        let (mut reader, client) = pair().await;
+        let (mut reader, _write, client) = pair().await;
         drop(client);
         assert_eq!(watch(&mut reader).await, Some(true));
         assert_eq!(reader.buf.capacity(), 0, "watching allocated a buffer");
