@@ -58,6 +58,27 @@ async fn echo_through_the_mock_backend() {
 }
 
 #[tokio::test]
+async fn a_large_message_crosses_the_tunnel_whole_both_ways() {
+    let gw = gateway("mock://m", "websocket = true").await;
+    timeout(HANG_GUARD, async {
+        let url = format!("ws://{}/v1/realtime?model=m", gw.http);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        // Larger than the copy buffers' most, so they grow on the way; then a small one,
+        // after which they shrink back.
+        let large: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        ws.send(Message::binary(large.clone())).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(large));
+        ws.send(Message::text("small")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("small"));
+        ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await
+    .expect("hang");
+    gw.stop().await;
+}
+
+#[tokio::test]
 #[allow(clippy::result_large_err)] // the callback's type is tungstenite's
 async fn echo_through_a_real_upstream_with_its_headers() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

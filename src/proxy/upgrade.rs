@@ -22,8 +22,11 @@ use crate::metrics::Metrics;
 use crate::proxy::headers;
 use crate::upstream::Target;
 
-/// Copy buffer per direction.
-const BUFFER: usize = 8 * 1024;
+/// First size of each direction's copy buffer, and its most. An open tunnel mostly waits,
+/// and a waiting read holds its buffer; so each starts small, a read that fills it doubles
+/// it for the next, and a short read brings it back.
+const BUFFER: usize = 1024;
+const MAX_BUFFER: usize = 64 * 1024;
 /// Stands for "no limit" where a deadline is needed.
 const YEAR: Duration = Duration::from_secs(365 * 86400);
 
@@ -172,6 +175,7 @@ async fn pump(
                     if upstream_write.write_all(&up_buf[..n]).await.is_err() {
                         return (sent, received, "upstream_error");
                     }
+                    resize(&mut up_buf, n);
                     sent += n as u64;
                     metrics.websocket_bytes_up.inc_by(n as u64);
                     idle_at = Instant::now() + idle;
@@ -186,6 +190,7 @@ async fn pump(
                     if client_write.write_all(&down_buf[..n]).await.is_err() {
                         return (sent, received, "client_gone");
                     }
+                    resize(&mut down_buf, n);
                     received += n as u64;
                     metrics.websocket_bytes_down.inc_by(n as u64);
                     idle_at = Instant::now() + idle;
@@ -198,4 +203,37 @@ async fn pump(
         }
     }
     (sent, received, "closed")
+}
+
+/// Sizes a copy buffer for the next read after one of `read` bytes (see [`BUFFER`]).
+fn resize(buf: &mut Vec<u8>, read: usize) {
+    if read == buf.len() && buf.len() < MAX_BUFFER {
+        *buf = vec![0; buf.len() * 2];
+    } else if read < BUFFER && buf.len() > BUFFER {
+        *buf = vec![0; BUFFER];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_buffers_grow_on_full_reads_and_shrink_on_short_ones() {
+        let mut buf = vec![0; BUFFER];
+        resize(&mut buf, 100);
+        assert_eq!(buf.len(), BUFFER);
+        let mut full = BUFFER;
+        while full < MAX_BUFFER {
+            resize(&mut buf, full);
+            full *= 2;
+            assert_eq!(buf.len(), full);
+        }
+        resize(&mut buf, MAX_BUFFER);
+        assert_eq!(buf.len(), MAX_BUFFER, "no larger than the most");
+        resize(&mut buf, 4096);
+        assert_eq!(buf.len(), MAX_BUFFER, "a read of a few KiB keeps it");
+        resize(&mut buf, 10);
+        assert_eq!(buf.len(), BUFFER, "a short read brings it back");
+    }
 }
