@@ -24,7 +24,7 @@ use crate::upstream::Target;
 
 /// First size of each direction's copy buffer, and its most. An open tunnel mostly waits,
 /// and a waiting read holds its buffer; so each starts small, a read that fills it doubles
-/// it for the next, and a short read brings it back.
+/// it for the next, and a read of less than a quarter of it shrinks it to a quarter.
 const BUFFER: usize = 1024;
 const MAX_BUFFER: usize = 64 * 1024;
 /// Stands for "no limit" where a deadline is needed.
@@ -209,8 +209,8 @@ async fn pump(
 fn resize(buf: &mut Vec<u8>, read: usize) {
     if read == buf.len() && buf.len() < MAX_BUFFER {
         *buf = vec![0; buf.len() * 2];
-    } else if read < BUFFER && buf.len() > BUFFER {
-        *buf = vec![0; BUFFER];
+    } else if read < buf.len() / 4 && buf.len() > BUFFER {
+        *buf = vec![0; (buf.len() / 4).max(BUFFER)];
     }
 }
 
@@ -231,9 +231,20 @@ mod tests {
         }
         resize(&mut buf, MAX_BUFFER);
         assert_eq!(buf.len(), MAX_BUFFER, "no larger than the most");
+        resize(&mut buf, MAX_BUFFER / 2);
+        assert_eq!(buf.len(), MAX_BUFFER, "a read of half of it keeps it");
         resize(&mut buf, 4096);
-        assert_eq!(buf.len(), MAX_BUFFER, "a read of a few KiB keeps it");
+        assert_eq!(
+            buf.len(),
+            MAX_BUFFER / 4,
+            "a short read shrinks it to a quarter"
+        );
         resize(&mut buf, 10);
-        assert_eq!(buf.len(), BUFFER, "a short read brings it back");
+        resize(&mut buf, 10);
+        assert_eq!(
+            buf.len(),
+            BUFFER,
+            "and short reads bring it back to the start"
+        );
     }
 }
