@@ -346,6 +346,15 @@ impl Client {
 // Gateways and requests.
 // ---------------------------------------------------------------------------------------------
 
+/// An echoing upstream, a gateway in front of it with `server` settings, and a client
+/// connected to the gateway.
+async fn echo_gateway(server: &str) -> (Upstream, Gateway, Client) {
+    let upstream = Upstream::echo("u").await;
+    let gw = gateway(server, &upstream.url()).await;
+    let client = Client::connect(gw.http).await;
+    (upstream, gw, client)
+}
+
 /// A gateway with `server` as its `[server]` section, one cluster on `upstream`, and a route
 /// taking everything.
 async fn gateway(server: &str, upstream: &str) -> Gateway {
@@ -411,9 +420,7 @@ async fn assert_nothing_forwarded(gw: &Gateway, upstream: &Upstream) {
 
 #[tokio::test]
 async fn two_requests_on_one_connection_are_both_answered() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway("", &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (upstream, gw, mut client) = echo_gateway("").await;
 
     client.send(&post("/first", "one body")).await;
     let first = within(client.answer("POST")).await;
@@ -434,9 +441,7 @@ async fn two_requests_on_one_connection_are_both_answered() {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway("", &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (_upstream, gw, mut client) = echo_gateway("").await;
 
     // Two, then three, each batch in a single write.
     client
@@ -509,9 +514,7 @@ async fn a_request_sent_while_the_one_before_waits_is_answered_next() {
 
 #[tokio::test]
 async fn http10_without_keep_alive_is_answered_then_closed() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway("", &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (_upstream, gw, mut client) = echo_gateway("").await;
 
     client
         .send(b"POST /old HTTP/1.0\r\nHost: sluice.test\r\nContent-Length: 5\r\n\r\nhello")
@@ -529,9 +532,7 @@ async fn http10_without_keep_alive_is_answered_then_closed() {
 
 #[tokio::test]
 async fn http10_with_keep_alive_serves_a_second_request() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway("", &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (_upstream, gw, mut client) = echo_gateway("").await;
 
     client
         .send(
@@ -563,9 +564,7 @@ async fn http10_with_keep_alive_serves_a_second_request() {
 
 #[tokio::test]
 async fn connection_close_from_the_client_is_answered_then_closed() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway("", &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (_upstream, gw, mut client) = echo_gateway("").await;
 
     client
         .send(b"GET /bye HTTP/1.1\r\nHost: sluice.test\r\nConnection: close\r\n\r\n")
@@ -582,9 +581,7 @@ async fn connection_close_from_the_client_is_answered_then_closed() {
 
 #[tokio::test]
 async fn a_chunked_body_with_extensions_and_trailers_arrives_whole() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway("", &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (upstream, gw, mut client) = echo_gateway("").await;
 
     client
         .send(
@@ -606,9 +603,7 @@ async fn a_chunked_body_with_extensions_and_trailers_arrives_whole() {
 
 #[tokio::test]
 async fn expect_100_continue_is_answered_before_the_body_is_sent() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway("", &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (_upstream, gw, mut client) = echo_gateway("").await;
 
     client
         .send(
@@ -626,9 +621,7 @@ async fn expect_100_continue_is_answered_before_the_body_is_sent() {
 
 #[tokio::test]
 async fn expect_100_continue_over_the_body_limit_gets_413_without_100() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway(r#"max_request_body = "1KiB""#, &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (upstream, gw, mut client) = echo_gateway(r#"max_request_body = "1KiB""#).await;
 
     client
         .send(
@@ -646,9 +639,7 @@ async fn expect_100_continue_over_the_body_limit_gets_413_without_100() {
 
 #[tokio::test]
 async fn a_declared_body_over_the_limit_gets_413_while_the_client_keeps_sending() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway(r#"max_request_body = "1KiB""#, &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (upstream, gw, mut client) = echo_gateway(r#"max_request_body = "1KiB""#).await;
     let mut writer = client.take_writer();
     // The client sends its body right behind the head without waiting for an answer, as
     // most do, so the gateway answers with body bytes unread. The writes may fail once the
@@ -923,9 +914,7 @@ async fn more_fields_than_max_headers_is_431() {
 
 #[tokio::test]
 async fn a_head_answer_has_headers_but_no_body() {
-    let upstream = Upstream::echo("u").await;
-    let gw = gateway("", &upstream.url()).await;
-    let mut client = Client::connect(gw.http).await;
+    let (upstream, gw, mut client) = echo_gateway("").await;
 
     client
         .send(b"HEAD /v1/models HTTP/1.1\r\nHost: sluice.test\r\n\r\n")
