@@ -112,7 +112,8 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, ProxyEr
     let uri = Uri::from_maybe_shared(raw.slice(target))
         .map_err(|_| ProxyError::BadHead("invalid request target"))?;
     let mut headers = HeaderMap::with_capacity(names.len() + ADDED_FIELDS);
-    for (name, value) in names {
+    // Drained rather than moved into an iterator, which would copy the inline array.
+    for (name, value) in names.drain(..) {
         let value = HeaderValue::from_maybe_shared(raw.slice(value))
             .map_err(|_| ProxyError::BadHead("invalid header value"))?;
         headers.append(name, value);

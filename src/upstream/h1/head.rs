@@ -121,8 +121,12 @@ pub struct HeadError(pub &'static str);
 /// Parses a response head off the front of `buf`, skipping interim (1xx) responses.
 /// `None` when `buf` does not hold a whole head yet.
 pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, HeadError> {
+    // Filled by `parse_one` rather than returned in `Parsed`: moving it costs a copy of the
+    // whole inline array each time.
+    let mut fields = SmallVec::new();
     loop {
-        let Some(parsed) = parse_one(buf)? else {
+        fields.clear();
+        let Some(parsed) = parse_one(buf, &mut fields)? else {
             return Ok(None);
         };
         if parsed.status.is_informational() {
@@ -137,8 +141,8 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         let (framing, keep_alive) = framing(&parsed, method)?;
         // The values are slices of the head's bytes, shared rather than copied.
         let head = buf.split_to(parsed.len).freeze();
-        let mut headers = HeaderMap::with_capacity(parsed.fields.len() + ADDED_FIELDS);
-        for (name, start, end) in parsed.fields {
+        let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
+        for (name, start, end) in fields.drain(..) {
             // A length beside a transfer coding is not passed on (RFC 9112 §6.3): the
             // client's side frames the body itself.
             if parsed.chunked.is_some() && name == header::CONTENT_LENGTH {
@@ -160,13 +164,15 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
     }
 }
 
-/// One response head as httparse saw it: its values as offsets into the buffer, and what
-/// the fields that frame the body said, gathered in the same pass.
+/// A response head's fields, each value as offsets into the buffer.
+type Fields = SmallVec<[(HeaderName, usize, usize); 16]>;
+
+/// One response head as httparse saw it, and what the fields that frame the body said,
+/// gathered in the same pass.
 struct Parsed {
     len: usize,
     status: StatusCode,
     version: Version,
-    fields: SmallVec<[(HeaderName, usize, usize); 16]>,
     /// `Connection` listed `close` / `keep-alive`.
     close: bool,
     keep_alive: bool,
@@ -176,13 +182,13 @@ struct Parsed {
     length: Result<Option<u64>, HeadError>,
 }
 
-fn parse_one(buf: &BytesMut) -> Result<Option<Parsed>, HeadError> {
-    let mut fields = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+fn parse_one(buf: &BytesMut, fields: &mut Fields) -> Result<Option<Parsed>, HeadError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut response,
         buf,
-        &mut fields,
+        &mut slots,
     );
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => len,
@@ -200,7 +206,6 @@ fn parse_one(buf: &BytesMut) -> Result<Option<Parsed>, HeadError> {
         } else {
             Version::HTTP_11
         },
-        fields: SmallVec::new(),
         close: false,
         keep_alive: false,
         chunked: None,
@@ -230,7 +235,7 @@ fn parse_one(buf: &BytesMut) -> Result<Option<Parsed>, HeadError> {
             };
         }
         let start = value.as_ptr() as usize - base;
-        parsed.fields.push((name, start, start + value.len()));
+        fields.push((name, start, start + value.len()));
     }
     Ok(Some(parsed))
 }
