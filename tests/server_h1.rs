@@ -440,6 +440,48 @@ async fn two_requests_on_one_connection_are_both_answered() {
 }
 
 #[tokio::test]
+async fn draining_closes_idle_keep_alive_connections_at_once() {
+    // The wait for a first head and the waits after one and two answers watch for draining
+    // differently (the later ones register once per connection); each must see it. With an
+    // hour to drain and to read a head, only that watch can close them before the guard
+    // fails the test.
+    let server = "drain_timeout = \"1h\"\nheader_read_timeout = \"1h\"";
+    let (_upstream, gw, mut fresh) = echo_gateway(server).await;
+    let mut used = Vec::new();
+    for requests in [1, 2] {
+        let mut client = Client::connect(gw.http).await;
+        for n in 0..requests {
+            client.send(&get(&format!("/{n}"))).await;
+            assert_echo(
+                &within(client.answer("GET")).await,
+                "GET",
+                &format!("/{n}"),
+                "",
+            );
+        }
+        used.push(client);
+    }
+    within(gw.stop()).await;
+    assert!(within(fresh.closed()).await.is_empty());
+    for mut client in used {
+        assert!(within(client.closed()).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_request_still_running_when_the_drain_time_ends_is_cut() {
+    // The forced close is registered once per connection, then read at each wakeup: the
+    // wakeups of the request before it must not have lost it.
+    let (upstream, mut arrived) = Upstream::held(b"too late").await;
+    let gw = gateway(r#"drain_timeout = "100ms""#, &upstream.url()).await;
+    let mut client = Client::connect(gw.http).await;
+    client.send(&get("/held")).await;
+    let _release = within(arrived.recv()).await.unwrap();
+    within(gw.stop()).await;
+    assert!(within(client.closed()).await.is_empty());
+}
+
+#[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let (_upstream, gw, mut client) = echo_gateway("").await;
 
