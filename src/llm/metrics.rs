@@ -1,7 +1,7 @@
 //! GenAI metrics, named as the OpenTelemetry semantic conventions name them, and the bound
 //! on their model labels.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -186,7 +186,7 @@ impl LlmMetrics {
             output_tokens: self.tokens.with_label_values(&["output", &label, route]),
         });
         self.cache.rcu(|cache| {
-            let mut next = HashMap::clone(cache);
+            let mut next = HandleCache::clone(cache);
             next.entry(route.to_owned())
                 .or_default()
                 .insert(label.clone(), Arc::clone(&handles));
@@ -197,7 +197,7 @@ impl LlmMetrics {
 }
 
 /// Route → model label → histograms.
-type HandleCache = HashMap<String, HashMap<String, Arc<ModelHandles>>>;
+type HandleCache = foldhash::HashMap<String, foldhash::HashMap<String, Arc<ModelHandles>>>;
 
 /// The GenAI histograms of one route and model label.
 #[derive(Debug)]

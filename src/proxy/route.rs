@@ -19,9 +19,9 @@
 //! A lookup costs a hash probe per host label and per distinct prefix length, plus one regex
 //! per regex route of the group; it allocates nothing.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use regex::Regex;
 
