@@ -2,6 +2,7 @@
 //! finish reason. It reads copies of the forwarded chunks and never changes them.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use super::sse::SseParser;
@@ -16,9 +17,10 @@ const MAX_JSON_BODY: usize = 4 << 20;
 #[derive(Debug)]
 enum Shape {
     Sse(Box<SseParser>),
-    /// A JSON body, kept (as shared `Bytes`, not copied) until it ends.
+    /// A JSON body, kept (as shared `Bytes`, not copied) until it ends. Inline: a short
+    /// answer comes in one frame, and a list on the heap cost an allocation per request.
     Json {
-        frames: Vec<Bytes>,
+        frames: SmallVec<[Bytes; 1]>,
         len: usize,
     },
     /// Not inspected: another content type, or a JSON body past the bound.
@@ -51,7 +53,7 @@ impl LlmTap {
             Shape::Sse(Box::new(SseParser::new(MAX_SSE_LINE)))
         } else if essence.eq_ignore_ascii_case(b"application/json") {
             Shape::Json {
-                frames: Vec::new(),
+                frames: SmallVec::new(),
                 len: 0,
             }
         } else {
@@ -72,7 +74,8 @@ impl LlmTap {
     pub fn observe(&mut self, chunk: &Bytes) {
         match &mut self.shape {
             Shape::Sse(parser) => {
-                let mut docs = Vec::new();
+                // Inline: a chunk usually carries one event, sometimes two.
+                let mut docs = SmallVec::<[Doc; 2]>::new();
                 let mut unparsed = 0;
                 parser.feed(chunk, |event| {
                     if event.data == b"[DONE]" {
