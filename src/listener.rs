@@ -29,6 +29,7 @@ use tokio::sync::{watch, Semaphore};
 mod h1;
 mod replay;
 mod send_timeout;
+mod unless;
 
 use crate::body::BoxError;
 use crate::config::ServerSettings;
@@ -161,7 +162,7 @@ async fn serve_with(
         let force = force_rx.clone();
         tokio::spawn(async move {
             let served = connection(stream, peer, transport, &proxy, &builder, draining);
-            unless_stopped(served, force).await;
+            unless::unless_stopped(served, force).await;
             proxy.metrics.open_connections.dec();
             drop(permit);
         });
@@ -420,39 +421,6 @@ where
             cx.waker().wake_by_ref();
         }
         Poll::Pending
-    })
-    .await
-}
-
-/// Runs `work` until it ends, or until `stop` turns true (`None` then).
-///
-/// The wait for `stop` is registered once, with the task's waker; after that each poll only
-/// reads its value. Polling a registered wait again takes its lock, and `select!` polls
-/// every branch at each of the two or three wakeups of a request: about 340 instructions
-/// per request on a keep-alive connection.
-pub(crate) async fn unless_stopped<F: Future>(
-    work: F,
-    mut stop: watch::Receiver<bool>,
-) -> Option<F::Output> {
-    let value = stop.clone();
-    let mut wait = std::pin::pin!(stopped(&mut stop));
-    let mut work = std::pin::pin!(work);
-    let mut registered = false;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        let stopped = if registered {
-            *value.borrow()
-        } else {
-            registered = true;
-            wait.as_mut().poll(cx).is_ready()
-        };
-        if stopped {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
     })
     .await
 }
