@@ -112,9 +112,10 @@ impl Proxy {
                 rate_headers: None,
             },
         };
-        // Boxed: hyper moves the request's future into place, and unboxed it would be a
-        // few kilobytes to copy; one allocation costs less.
-        let inner = Box::pin(self.handle_inner(req, &conn, &record.snapshot, &mut record.entry));
+        // Not boxed: both servers box this whole future (`listener::h1`, and the service
+        // future handed to hyper), so a box here would be a second allocation of a few KiB,
+        // and a second copy.
+        let inner = self.handle_inner(req, &conn, &record.snapshot, &mut record.entry);
         let mut response = match inner.await {
             Ok(response) => response,
             Err(err) => {
