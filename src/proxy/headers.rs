@@ -103,8 +103,11 @@ pub fn set_forwarded(
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let prior = headers.get_all(&X_FORWARDED_FOR);
-    let xff = if trusted && prior.iter().next().is_some() {
+    // Looked up only from a trusted proxy: from anyone else the value is replaced unread.
+    let prior = trusted
+        .then(|| headers.get_all(&X_FORWARDED_FOR))
+        .filter(|prior| prior.iter().next().is_some());
+    let xff = if let Some(prior) = prior {
         // Every prior line, in order, then the peer.
         let mut joined = Vec::with_capacity(64);
         for line in prior {
