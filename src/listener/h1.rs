@@ -32,7 +32,6 @@ mod response;
 
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -49,6 +48,7 @@ use tokio::sync::watch;
 
 use super::replay::Replay;
 use super::send_timeout::SendTimeout;
+use super::unless::StopWatch;
 use crate::body::Body;
 use crate::error::ProxyError;
 use crate::proxy::{ConnInfo, Proxy};
@@ -138,7 +138,7 @@ pub fn serve(
         },
         h2c,
         draining,
-        drain_watch: None,
+        drain_watch: StopWatch::default(),
         reader: Some(Reader::new(read)),
         writer: SendTimeout::new(write, settings.send_timeout),
         slot: None,
@@ -180,9 +180,9 @@ struct Conn {
     h2c: bool,
     draining: watch::Receiver<bool>,
     /// The wait for draining of a connection that carries a second request (see
-    /// [`read_unless_draining`]). Not made for the first request, so a connection that
-    /// carries one long stream does not hold it.
-    drain_watch: Option<DrainWatch>,
+    /// [`read_unless_draining`]). Its box is not made for the first request, so a connection
+    /// that carries one long stream does not hold it.
+    drain_watch: StopWatch,
     /// `None` while a request body has it.
     reader: Option<Reader>,
     writer: SendTimeout<OwnedWriteHalf>,
@@ -361,30 +361,15 @@ impl Conn {
     }
 }
 
-/// A wait for draining, kept for a connection's life.
-type DrainWatch = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Reads more of the next request, or `None` once the server drains. The watch is made and
-/// registered with this task's waker on the first call; later calls only look at
-/// `draining` at each poll, a read lock. A wait registered and dropped per request (a lock,
-/// a list insert and a removal) cost about 700 instructions. One registration is enough
-/// because `draining` only ever turns true, once.
+/// Reads more of the next request, or `None` once the server drains. `watch` is registered
+/// at its first poll and read by value after that ([`StopWatch`]).
 async fn read_unless_draining(
     reader: &mut Reader,
     draining: &watch::Receiver<bool>,
-    watch: &mut Option<DrainWatch>,
+    watch: &mut StopWatch,
 ) -> Option<io::Result<usize>> {
-    if watch.is_none() {
-        let mut receiver = draining.clone();
-        let mut made: DrainWatch = Box::pin(async move { super::stopped(&mut receiver).await });
-        if poll_fn(|cx| Poll::Ready(made.as_mut().poll(cx).is_ready())).await {
-            return None;
-        }
-        *watch = Some(made);
-    }
     poll_fn(|cx| {
-        let stop = *draining.borrow();
-        if stop {
+        if watch.poll_stopped(draining, cx) {
             return Poll::Ready(None);
         }
         reader.poll_fill(cx).map(Some)
