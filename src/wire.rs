@@ -42,10 +42,15 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Appends `data` to `out` as one chunk of the chunked coding.
 pub fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    out.reserve(data.len() + CHUNK_FRAMING);
     chunk_size(out, data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
+
+/// Most bytes that the chunked coding adds around one chunk's data: a size line of up to
+/// 16 hex digits and its CRLF, and the CRLF after the data.
+pub const CHUNK_FRAMING: usize = 16 + 2 + 2;
 
 /// Appends the size line of a chunk of `len` bytes, whose data the caller writes next.
 pub fn chunk_size(out: &mut Vec<u8>, len: usize) {

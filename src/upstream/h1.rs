@@ -56,6 +56,8 @@ const READ_SIZE: usize = 1024;
 const MAX_READ_SIZE: usize = 128 * 1024;
 /// A request body is written once this much of it is buffered.
 const WRITE_BATCH: usize = 64 * 1024;
+/// Room for a request head: a typical head with forwarding fields is 300 to 500 bytes.
+const HEAD_ROOM: usize = 768;
 
 /// A connection's byte stream: TCP, or TLS over TCP.
 #[derive(Debug)]
@@ -161,14 +163,13 @@ impl H1Conn {
     /// Writes the request head and its body: one write when the body is already whole.
     async fn write_request(&mut self, req: Request<Body>) -> Result<(), Unsent> {
         let (parts, mut body) = req.into_parts();
-        let mut out = Vec::with_capacity(512);
-        let sending = head::encode_request(
-            &parts,
-            body.size_hint().exact(),
-            body.is_end_stream(),
-            &mut out,
-        )
-        .map_err(|e| Unsent::Request(ProxyError::BadRequest(e.0.to_owned())))?;
+        let length = body.size_hint().exact();
+        // Room for a typical head and a whole body that goes out with it, so that neither
+        // grows the buffer (a body of unknown length grows it as its frames come).
+        let whole = length.filter(|&n| n <= WRITE_BATCH as u64).unwrap_or(0);
+        let mut out = Vec::with_capacity(HEAD_ROOM + whole as usize);
+        let sending = head::encode_request(&parts, length, body.is_end_stream(), &mut out)
+            .map_err(|e| Unsent::Request(ProxyError::BadRequest(e.0.to_owned())))?;
         drop(parts);
         let mut sent = 0u64;
         if sending != Sending::Nothing {
