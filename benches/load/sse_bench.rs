@@ -1,8 +1,9 @@
 //! Load tools for the streaming benchmarks (`benches/load/run.py` drives them).
 //!
-//! - `sse_bench upstream --listen ADDR --interval-ms N`: an HTTP/1.1 server whose every
-//!   answer is an endless `text/event-stream`, one event every N ms, each carrying the
-//!   wall-clock time it was sent (`data: {"t":<unix µs>}`); `GET /ws` upgrades to a
+//! - `sse_bench upstream --listen ADDR --interval-ms N [--openai]`: an HTTP/1.1 server whose
+//!   every answer is an endless `text/event-stream`, one event every N ms, each carrying the
+//!   wall-clock time it was sent (`data: {"t":<unix µs>}`; with `--openai`, the rest of a
+//!   Chat Completions chunk follows, one token of content each); `GET /ws` upgrades to a
 //!   WebSocket echo.
 //! - `sse_bench client --url URL --streams N --hold-secs S`: holds N concurrent streams on
 //!   N connections, prints `established` once all are open, keeps reading for S seconds,
@@ -60,6 +61,7 @@ async fn main() {
             upstream(
                 required(&args, "--listen"),
                 required(&args, "--interval-ms"),
+                args.iter().any(|a| a == "--openai"),
             )
             .await
         }
@@ -88,7 +90,16 @@ async fn main() {
 /// An endless event stream, one timestamped event per tick.
 struct Ticks {
     interval: tokio::time::Interval,
+    /// Each event is a whole Chat Completions chunk, as a model server streams them.
+    openai: bool,
 }
+
+/// What follows the timestamp in an `--openai` event.
+const CHUNK_REST: &str = concat!(
+    r#","id":"chatcmpl-sse-bench","object":"chat.completion.chunk","created":1700000000,"#,
+    r#""model":"gpt-4o","choices":[{"index":0,"delta":{"content":" token"},"#,
+    r#""logprobs":null,"finish_reason":null}]"#
+);
 
 impl http_body::Body for Ticks {
     type Data = Bytes;
@@ -100,7 +111,8 @@ impl http_body::Body for Ticks {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.interval.poll_tick(cx) {
             Poll::Ready(_) => {
-                let event = format!("data: {{\"t\":{}}}\n\n", now_micros());
+                let rest = if self.openai { CHUNK_REST } else { "" };
+                let event = format!("data: {{\"t\":{}{rest}}}\n\n", now_micros());
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
             }
             Poll::Pending => Poll::Pending,
@@ -108,7 +120,7 @@ impl http_body::Body for Ticks {
     }
 }
 
-async fn upstream(listen: SocketAddr, interval_ms: u64) {
+async fn upstream(listen: SocketAddr, interval_ms: u64, openai: bool) {
     let listener = TcpListener::bind(listen).await.expect("bind");
     println!("listening {}", listener.local_addr().expect("addr"));
     loop {
@@ -125,7 +137,9 @@ async fn upstream(listen: SocketAddr, interval_ms: u64) {
                 let _ = req.into_body().collect().await;
                 let mut interval = tokio::time::interval(Duration::from_millis(interval_ms));
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let body = Ticks { interval }.map_err(|never| match never {}).boxed();
+                let body = Ticks { interval, openai }
+                    .map_err(|never| match never {})
+                    .boxed();
                 Ok(Response::builder()
                     .header("content-type", "text/event-stream")
                     .body(body)
@@ -243,7 +257,7 @@ async fn client(url: String, streams: usize, hold_secs: u64) {
                                 local.events += 1;
                                 if let Some(t) = event
                                     .strip_prefix("data: {\"t\":")
-                                    .and_then(|rest| rest.strip_suffix('}'))
+                                    .and_then(|rest| rest.split([',', '}']).next())
                                     .and_then(|t| t.parse::<u64>().ok())
                                 {
                                     local.latencies.push(now.saturating_sub(t).min(u32::MAX as u64) as u32);
