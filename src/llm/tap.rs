@@ -43,6 +43,28 @@ pub struct LlmTap {
     pub streamed: bool,
 }
 
+/// What the events of one chunk said, in order: a later usage or finish reason replaces
+/// an earlier one.
+#[derive(Debug, Default)]
+struct Seen {
+    usage: Option<Usage>,
+    finish_reason: Option<String>,
+    output: bool,
+    unparsed: u64,
+}
+
+impl Seen {
+    fn add(&mut self, doc: &Doc<'_>) {
+        if let Some(usage) = doc.usage() {
+            self.usage = Some(usage);
+        }
+        if let Some(reason) = doc.finish_reason() {
+            self.finish_reason = Some(reason.to_owned());
+        }
+        self.output |= doc.has_output();
+    }
+}
+
 impl LlmTap {
     /// A tap for a response with this `content-type`.
     pub fn new(content_type: Option<&[u8]>) -> LlmTap {
@@ -74,26 +96,24 @@ impl LlmTap {
     pub fn observe(&mut self, chunk: &Bytes) {
         match &mut self.shape {
             Shape::Sse(parser) => {
-                // Inline: a chunk usually carries one event, sometimes two.
-                let mut docs = SmallVec::<[Doc; 2]>::new();
-                let mut unparsed = 0;
+                // Each event is read while the parser lends it, and only what it says is
+                // kept: a chunk usually carries one event, sometimes two.
+                let mut seen = Seen::default();
                 parser.feed(chunk, |event| {
                     if event.data == b"[DONE]" {
                         return;
                     }
                     match Doc::parse(event.data) {
-                        Some(doc) => docs.push(doc),
-                        None => unparsed += 1,
+                        Some(doc) => seen.add(&doc),
+                        None => seen.unparsed += 1,
                     }
                 });
-                self.unparsed += unparsed;
+                self.unparsed += seen.unparsed;
                 if parser.overflowed {
                     self.unparsed += 1;
                     self.shape = Shape::Opaque;
                 }
-                for doc in docs {
-                    self.take(&doc, true);
-                }
+                self.take(seen);
             }
             Shape::Json { frames, len } => {
                 *len += chunk.len();
@@ -126,14 +146,14 @@ impl LlmTap {
         }
     }
 
-    fn take(&mut self, doc: &Doc, streamed: bool) {
-        if let Some(usage) = doc.usage() {
+    fn take(&mut self, seen: Seen) {
+        if let Some(usage) = seen.usage {
             self.usage = Some(usage);
         }
-        if let Some(reason) = doc.finish_reason() {
-            self.finish_reason = Some(reason.to_owned());
+        if let Some(reason) = seen.finish_reason {
+            self.finish_reason = Some(reason);
         }
-        if streamed && doc.has_output() {
+        if seen.output {
             let now = Instant::now();
             self.first_token.get_or_insert(now);
             self.last_token = Some(now);

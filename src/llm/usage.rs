@@ -6,8 +6,12 @@
 
 use std::sync::LazyLock;
 
+use std::borrow::Cow;
+
 use memchr::memmem::{Finder, FinderRev};
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Tokens of one request.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -18,18 +22,22 @@ pub struct Usage {
 }
 
 /// The parts of a response body or chunk that sluice reads; everything else is skipped.
+///
+/// Borrowed from the bytes it is read from, and summed up as it is read: a streamed
+/// answer has one of these per token, and a parse into owned strings and a list of
+/// choices cost two allocations and about twice the instructions of this one.
 #[derive(Debug, Default, Deserialize)]
-pub struct Doc {
+pub struct Doc<'a> {
     #[serde(default)]
     usage: Option<UsageDoc>,
-    #[serde(default)]
-    choices: Vec<Choice>,
+    #[serde(default, borrow)]
+    choices: Choices<'a>,
     /// The Responses API nests its usage in `response` on its final event.
-    #[serde(default)]
-    response: Option<Box<Doc>>,
+    #[serde(default, borrow)]
+    response: Option<Box<Doc<'a>>>,
     /// The Responses API's event type, such as `response.output_text.delta`.
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,24 +48,76 @@ struct UsageDoc {
     output_tokens: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct Choice {
-    finish_reason: Option<String>,
-    delta: Option<Delta>,
+/// What the `choices` array says, gathered while it is read rather than kept as a list.
+#[derive(Debug, Default)]
+struct Choices<'a> {
+    count: usize,
+    /// The first non-null finish reason.
+    finish_reason: Option<Cow<'a, str>>,
+    /// Some choice carries output.
+    output: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
     /// Legacy completions stream `text` instead of a delta.
-    text: Option<String>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct Delta {
-    content: Option<String>,
-    reasoning_content: Option<String>,
-    tool_calls: Option<serde::de::IgnoredAny>,
+/// Values are taken raw: only whether they are empty matters, so they are neither
+/// unescaped nor copied.
+#[derive(Debug, Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reasoning_content: Option<&'a RawValue>,
+    tool_calls: Option<IgnoredAny>,
 }
 
-impl Doc {
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fold<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Fold<'a> {
+            type Value = Choices<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices<'a>, A::Error> {
+                let mut choices = Choices::default();
+                while let Some(choice) = seq.next_element::<Choice<'a>>()? {
+                    choices.count += 1;
+                    let delta = choice.delta.as_ref();
+                    choices.output |= carries(choice.text)
+                        || delta.is_some_and(|d| {
+                            carries(d.content)
+                                || carries(d.reasoning_content)
+                                || d.tool_calls.is_some()
+                        });
+                    if choices.finish_reason.is_none() {
+                        choices.finish_reason = choice.finish_reason;
+                    }
+                }
+                Ok(choices)
+            }
+        }
+        deserializer.deserialize_seq(Fold(std::marker::PhantomData))
+    }
+}
+
+/// A value that is there and not empty: not `null` (read as `None`), `""` or `[]`.
+fn carries(value: Option<&RawValue>) -> bool {
+    value.is_some_and(|v| !matches!(v.get(), "\"\"" | "[]"))
+}
+
+impl<'a> Doc<'a> {
     /// Parses a JSON document; `None` when it is not one.
-    pub fn parse(bytes: &[u8]) -> Option<Doc> {
+    pub fn parse(bytes: &'a [u8]) -> Option<Doc<'a>> {
         serde_json::from_slice(bytes).ok()
     }
 
@@ -77,28 +137,18 @@ impl Doc {
 
     /// A chunk with no choices and a usage object: the one `include_usage` adds.
     pub fn is_usage_only(&self) -> bool {
-        self.choices.is_empty() && self.usage.is_some()
+        self.choices.count == 0 && self.usage.is_some()
     }
 
     /// The first non-null finish reason among its choices.
     pub fn finish_reason(&self) -> Option<&str> {
-        self.choices.iter().find_map(|c| c.finish_reason.as_deref())
+        self.choices.finish_reason.as_deref()
     }
 
     /// Whether a streamed chunk carries output: text, reasoning or a tool call (or, in the
     /// Responses API, a `*.delta` event).
     pub fn has_output(&self) -> bool {
-        if self.kind.as_deref().is_some_and(|k| k.ends_with(".delta")) {
-            return true;
-        }
-        self.choices.iter().any(|c| {
-            let delta = c.delta.as_ref();
-            let text = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
-            text(&c.text)
-                || delta.is_some_and(|d| {
-                    text(&d.content) || text(&d.reasoning_content) || d.tool_calls.is_some()
-                })
-        })
+        self.kind.as_deref().is_some_and(|k| k.ends_with(".delta")) || self.choices.output
     }
 }
 
@@ -195,6 +245,29 @@ mod tests {
         assert!(tool.has_output());
         let text = Doc::parse(br#"{"choices":[{"text":"x","index":0}]}"#).unwrap();
         assert!(text.has_output());
+    }
+
+    #[test]
+    fn choices_are_summed_up_as_they_are_read() {
+        // The first non-null finish reason, unescaped; output from any choice.
+        let doc = Doc::parse(
+            br#"{"choices":[{"index":0,"delta":{"content":null},"finish_reason":null},
+                {"index":1,"delta":{"content":""},"finish_reason":"st\u006fp"},
+                {"index":2,"delta":{"reasoning_content":"hm"},"finish_reason":"length"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(doc.finish_reason(), Some("stop"));
+        assert!(doc.has_output());
+        assert!(!doc.is_usage_only());
+        // Content given as a list of parts is output; an empty list is not.
+        let parts = br#"{"choices":[{"delta":{"content":[{"type":"text","text":"a"}]}}]}"#;
+        assert!(Doc::parse(parts).unwrap().has_output());
+        let empty = br#"{"choices":[{"delta":{"content":[]}}]}"#;
+        assert!(!Doc::parse(empty).unwrap().has_output());
+        let usage_only = br#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        assert!(Doc::parse(usage_only).unwrap().is_usage_only());
+        // `choices` that is not a list makes the document unreadable, as before.
+        assert!(Doc::parse(br#"{"choices":{"delta":{}}}"#).is_none());
     }
 
     #[test]
