@@ -24,10 +24,7 @@ cargo build --release -q --bin sluice
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
+source benches/load/callgrind_common.sh
 
 body='{"model":"gpt-4o","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}],"max_tokens":16}'
 answer='{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":1,"total_tokens":21}}'
@@ -68,41 +65,10 @@ per_request() {
 
 for llm in auto off; do
   p=$(port)
-  cat > "$work/sluice-$llm.toml" <<EOF
-[listen]
-http = "127.0.0.1:$p"
-monitor = "127.0.0.1:$(port)"
-[server]
-workers = 1
-[log]
-access_log = false
-level = "warn"
-[[clusters]]
-name = "up"
-backends = [{ url = "http://127.0.0.1:$up" }]
-[[routes]]
-name = "all"
-cluster = "up"
-llm = "$llm"
-EOF
+  sluice_conf "$work/sluice-$llm.toml" "$p" "$(port)" "$up" "$llm"
   echo "sluice (llm = $llm): $(per_request "$p" "${CARGO_TARGET_DIR:-target}/release/sluice" run -c "$work/sluice-$llm.toml") instructions/request"
 done
 
 p=$(port)
-cat > "$work/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-error_log $work/nginx.log warn;
-pid $work/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:$up; keepalive 64; }
-  server {
-    listen 127.0.0.1:$p;
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-EOF
+nginx_conf "$work/nginx.conf" "$p" "$up"
 echo "nginx: $(per_request "$p" nginx -c "$work/nginx.conf" -p "$work") instructions/request"

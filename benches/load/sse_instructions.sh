@@ -28,12 +28,7 @@ tool=$target/examples/sse_bench
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; return 1; }
-# The upstream streams on every path: wait for its port to accept instead.
-wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+source benches/load/callgrind_common.sh
 
 up=$(port)
 "$tool" upstream --listen "127.0.0.1:$up" --interval-ms "$MS" --openai >/dev/null & pids+=($!)
@@ -64,42 +59,10 @@ per_event() {
 
 for llm in auto off; do
   p=$(port) m=$(port)
-  cat > "$work/sluice-$llm.toml" <<EOF
-[listen]
-http = "127.0.0.1:$p"
-monitor = "127.0.0.1:$m"
-[server]
-workers = 1
-[log]
-access_log = false
-level = "warn"
-[[clusters]]
-name = "up"
-backends = [{ url = "http://127.0.0.1:$up" }]
-[[routes]]
-name = "all"
-cluster = "up"
-llm = "$llm"
-EOF
+  sluice_conf "$work/sluice-$llm.toml" "$p" "$m" "$up" "$llm"
   echo "sluice (llm = $llm): $(per_event "$p" "http://127.0.0.1:$m/healthz" "$target/sluice" run -c "$work/sluice-$llm.toml")"
 done
 
 p=$(port)
-cat > "$work/nginx.conf" <<EOF
-worker_processes 1;
-master_process off;
-daemon off;
-error_log $work/nginx.log warn;
-pid $work/nginx.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:$up; keepalive 64; }
-  server {
-    listen 127.0.0.1:$p;
-    location = /ready { return 200; }
-    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-EOF
+nginx_conf "$work/nginx.conf" "$p" "$up"
 echo "nginx: $(per_event "$p" "http://127.0.0.1:$p/ready" nginx -c "$work/nginx.conf" -p "$work")"
