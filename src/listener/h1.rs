@@ -469,19 +469,17 @@ async fn write_body(
                     return Ok(false);
                 }
                 left -= data.len() as u64;
-                let copied = if data.len() > COPY_LIMIT {
-                    0
-                } else {
-                    data.len()
-                };
                 if framing == Framing::Chunked {
                     // Room for the size line, the data and its CRLF in one allocation: a
                     // stream's every event starts from an empty buffer, and growing it
                     // piece by piece cost a malloc and two reallocs per event.
+                    let copied = if data.len() > COPY_LIMIT {
+                        0
+                    } else {
+                        data.len()
+                    };
                     out.reserve(copied + wire::CHUNK_FRAMING);
                     wire::chunk_size(&mut out, data.len());
-                } else {
-                    out.reserve(copied);
                 }
                 if data.len() > COPY_LIMIT {
                     writer.write_all(&out).await?;
