@@ -229,6 +229,45 @@ async fn idle_timeout_cuts_a_stalled_stream_and_sse_error_event_says_why() {
 }
 
 #[tokio::test]
+async fn a_stream_that_keeps_sending_outlives_its_idle_timeout_many_times() {
+    // Chunks every 50 ms for 3 s under a 1 s idle timeout: the timer fires early several
+    // times and is moved on each time, never cutting the stream.
+    let gw = gateway("mock://m?tokens=60&delay=50ms", r#"idle_timeout = "1s""#).await;
+    let mut client = Reader::post(gw.http, "/v1/chat/completions", &chat(true)).await;
+    let (text, err) = timeout(HANG_GUARD, client.rest()).await.expect("hang");
+    assert!(err.is_none(), "a live stream was cut: {err:?}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_byte_timeout_ends_with_the_first_byte() {
+    // No idle or total timeout: once data flows, the first-byte timer must not fire.
+    let mut upstream = StreamUpstream::start().await;
+    let gw = gateway(
+        &upstream.url(),
+        "first_byte_timeout = \"200ms\"\nidle_timeout = \"0s\"\ntotal_timeout = \"0s\"",
+    )
+    .await;
+    timeout(HANG_GUARD, async {
+        let mut client = Reader::post(gw.http, "/v1/chat/completions", &chat(true)).await;
+        let stream = upstream.next().await;
+        stream.tx.send(Ok(event(0))).await.unwrap();
+        assert_eq!(client.next().await.unwrap().unwrap(), event(0));
+        // Past the first-byte deadline with nothing sent: that timer is over.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stream.tx.send(Ok(event(1))).await.unwrap();
+        drop(stream);
+        let (rest, err) = client.rest().await;
+        assert!(err.is_none(), "a live stream was cut: {err:?}");
+        assert_eq!(rest.as_bytes(), event(1));
+    })
+    .await
+    .expect("hang");
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn total_timeout_cuts_a_slow_stream() {
     let gw = gateway(
         "mock://m?tokens=1000&delay=50ms",

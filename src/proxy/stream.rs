@@ -9,7 +9,10 @@
 //! - `total`: the whole exchange, from the request's arrival.
 //!
 //! A timer is armed only when the upstream has nothing ready, so a body that is ready at
-//! once never touches the timer wheel. Expiry ends the body with an error: over HTTP/1.1
+//! once never touches the timer wheel. Between tokens the idle deadline moves forward with
+//! every chunk, but the timer is not moved with it: when it fires early, it is set again for
+//! the deadline as it stands then. A stream of many chunks then re-registers its timer once
+//! per idle period rather than once per chunk. Expiry ends the body with an error: over HTTP/1.1
 //! the connection closes without the final chunk, over HTTP/2 the stream is reset, so the
 //! client never mistakes a cut stream for a complete one.
 
@@ -54,7 +57,9 @@ pin_project! {
         timeouts: Timeouts,
         total_deadline: Option<Instant>,
         sleep: Option<Pin<Box<Sleep>>>,
+        // What the armed timer stands for, and when it expires: the sleep may be set earlier.
         armed: Option<Expiry>,
+        deadline: Option<Instant>,
         // Data arrived since the timer was last armed.
         progressed: bool,
         seen_data: bool,
@@ -95,6 +100,7 @@ impl Observed {
             total_deadline,
             sleep: None,
             armed: None,
+            deadline: None,
             progressed: false,
             seen_data: false,
             strip: options.strip_usage.then(UsageStrip::default),
@@ -226,19 +232,29 @@ impl Observed {
                 }
             }
             let Some((at, kind)) = next else {
+                (*this.armed, *this.deadline, *this.sleep) = (None, None, None);
                 return Poll::Pending;
             };
             match this.sleep.as_mut() {
+                // An earlier sleep is kept: it is set again when it fires (below).
+                Some(sleep) if sleep.deadline() <= at => {}
                 Some(sleep) => sleep.as_mut().reset(at),
                 None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
             }
             *this.armed = Some(kind);
+            *this.deadline = Some(at);
         }
         let Some(sleep) = this.sleep.as_mut() else {
             return Poll::Pending;
         };
-        if sleep.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            match *this.deadline {
+                Some(at) if sleep.deadline() < at => sleep.as_mut().reset(at),
+                _ => break,
+            }
         }
         let timeouts = *this.timeouts;
         let (outcome, err) = match this.armed.unwrap_or(Expiry::Total) {
