@@ -333,7 +333,7 @@ impl Proxy {
                 record.bytes_in = bytes.len() as u64;
                 asked.body_len = bytes.len();
                 if parsed.is_none() && (llm || needs.rewrite || needs.prompt || access_reads) {
-                    parsed = LlmRequest::parse_with(&bytes, needs.prompt);
+                    parsed = LlmRequest::parse(&bytes);
                 }
                 let bytes = if llm {
                     let path = parts.uri.path();
@@ -342,7 +342,7 @@ impl Proxy {
                     // rewriting an existing one does not, so read the new body again.
                     if entry.usage_injected && parsed.as_ref().is_some_and(|p| p.has_stream_options)
                     {
-                        parsed = LlmRequest::parse_with(&changed, needs.prompt);
+                        parsed = LlmRequest::parse(&changed);
                     }
                     record.llm = Some(Box::new(entry));
                     changed

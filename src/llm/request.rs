@@ -1,12 +1,11 @@
 //! What an OpenAI-style request asks for, read from its JSON body, and the one edit sluice
 //! may make to it: asking a streamed answer to end with its token usage.
 
-use std::fmt;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use serde::de::{self, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+
+use super::json::{self, Kind, Scanner};
 
 /// The fields of a request body that sluice reads.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,36 +45,62 @@ pub enum ModelField {
 impl LlmRequest {
     /// Reads a request body; `None` when it is not a JSON object, or when it names `model`
     /// or `stream` twice (two parsers could read such a body differently). Only the
-    /// top-level members sluice needs are kept, borrowed as raw slices of `body`; the rest is
-    /// checked for syntax and skipped without being built, so a large prompt costs one scan
-    /// and no allocation. Fields of the wrong type are the backend's to refuse: sluice reads
-    /// them as unset.
+    /// top-level members sluice needs are read, from their places in `body`; the rest is
+    /// checked for syntax and skipped without being built (`llm::json`), so a large prompt
+    /// costs one scan and no allocation. Fields of the wrong type are the backend's to
+    /// refuse: sluice reads them as unset.
     pub fn parse(body: &[u8]) -> Option<LlmRequest> {
-        LlmRequest::parse_with(body, true)
-    }
-
-    /// [`parse`](Self::parse), finding where the prompt is only when `prompt` is set:
-    /// borrowing it as a raw slice costs a UTF-8 check of the whole prompt, and only
-    /// `hash_on = "prompt"` needs it.
-    pub fn parse_with(body: &[u8], prompt: bool) -> Option<LlmRequest> {
-        let once = |raw_model| {
-            use serde::Deserializer as _;
-            let mut de = serde_json::Deserializer::from_slice(body);
-            let visitor = TopLevel {
-                body,
-                prompt,
-                raw_model,
-            };
-            let read = (&mut de).deserialize_map(visitor).ok()?;
-            de.end().ok()?;
-            Some(read)
-        };
-        match once(false)? {
-            (request, false) => Some(request),
-            // A model with escapes is not a slice of the body: read it again as raw JSON to
-            // learn where it is. Rare: model names are plain ASCII.
-            (_, true) => once(true).map(|(request, _)| request),
+        let mut scan = Scanner::new(body);
+        let mut request = LlmRequest::default();
+        // max_completion_tokens, max_tokens, max_output_tokens: the first one set counts.
+        let mut limits = [None; 3];
+        // messages, prompt, input: the first one present is the prompt.
+        let mut prompts: [Option<Range<usize>>; 3] = [None, None, None];
+        let (mut model, mut stream) = (None, None);
+        scan.open_object().ok()?;
+        let mut first = true;
+        while let Some((name, escaped)) = scan.next_member(first).ok()? {
+            first = false;
+            let key = Key::of(&body[name], escaped)?;
+            let (kind, value) = scan.value().ok()?;
+            match key {
+                Key::MaxTokens(i) => {
+                    limits[i] = (kind == Kind::Number)
+                        .then(|| json::as_u64(&body[value]))
+                        .flatten()
+                }
+                Key::Prompt(i) => prompts[i] = Some(value),
+                Key::Model if model.is_some() => return None,
+                Key::Model => model = Some((kind, value)),
+                Key::Stream if stream.is_some() => return None,
+                Key::Stream => stream = Some(kind),
+                Key::StreamOptions => {
+                    request.has_stream_options = true;
+                    request.include_usage = match kind {
+                        Kind::Null => None,
+                        Kind::Object => include_usage(&body[value])?,
+                        _ => return None,
+                    };
+                }
+                Key::Other => {}
+            }
         }
+        if !scan.at_end() {
+            return None;
+        }
+        request.max_output_tokens = limits.into_iter().flatten().next();
+        request.stream = stream == Some(Kind::True);
+        request.prompt_span = prompts.into_iter().flatten().next();
+        match model {
+            Some((Kind::String, span)) => {
+                request.model = Some(string_value(&body[span.clone()])?);
+                request.model_field = ModelField::String;
+                request.model_span = Some(span);
+            }
+            Some((Kind::Null, _)) | None => {}
+            Some(_) => request.model_field = ModelField::NotString,
+        }
+        Some(request)
     }
 
     /// Whether sluice should ask for usage: a streamed request that did not say.
@@ -84,172 +109,55 @@ impl LlmRequest {
     }
 }
 
-/// Visits the top-level object, keeping `model`, `stream`, `stream_options`, the output
-/// token limits and where the prompt is. Its value says, besides the request, whether the
-/// model's span is unknown because the string had escapes (only when not `raw_model`).
-struct TopLevel<'a> {
-    body: &'a [u8],
-    /// Find the prompt's span.
-    prompt: bool,
-    /// Read `model` as raw JSON (slower, but its span is known even with escapes).
-    raw_model: bool,
-}
-
-impl TopLevel<'_> {
-    /// Where a raw value borrowed from the body sits in it.
-    fn span(&self, raw: &RawValue) -> Option<Range<usize>> {
-        let start = (raw.get().as_ptr() as usize).checked_sub(self.body.as_ptr() as usize)?;
-        Some(start..start + raw.get().len())
+/// The contents of a JSON string (quotes included in `quoted`), unescaped; `None` if they
+/// are not UTF-8 or an escape names a lone surrogate.
+fn string_value(quoted: &[u8]) -> Option<String> {
+    if quoted.contains(&b'\\') {
+        return serde_json::from_slice(quoted).ok();
     }
-
-    /// Where a JSON string whose contents were borrowed from the body sits in it, quotes
-    /// included.
-    fn string_span(&self, contents: &str) -> Option<Range<usize>> {
-        let at = (contents.as_ptr() as usize).checked_sub(self.body.as_ptr() as usize)?;
-        let span = at.checked_sub(1)?..at + contents.len() + 1;
-        let quoted =
-            self.body.get(span.start) == Some(&b'"') && self.body.get(span.end - 1) == Some(&b'"');
-        quoted.then_some(span)
-    }
+    std::str::from_utf8(&quoted[1..quoted.len() - 1])
+        .ok()
+        .map(str::to_owned)
 }
 
-/// The `model` member: its name when it is a string, and the name as a slice of the body
-/// when the string had no escapes.
-struct ModelValue<'de> {
-    name: Option<String>,
-    borrowed: Option<&'de str>,
-    field: ModelField,
-}
-
-impl<'de> de::Deserialize<'de> for ModelValue<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ModelValue<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(ModelValue {
-                    name: Some(v.to_owned()),
-                    borrowed: Some(v),
-                    field: ModelField::String,
-                })
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(ModelValue {
-                    name: Some(v.to_owned()),
-                    borrowed: None,
-                    field: ModelField::String,
-                })
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(ModelValue::other(ModelField::Missing))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(ModelValue::other(ModelField::NotString))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(ModelValue::other(ModelField::NotString))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(ModelValue::other(ModelField::NotString))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(ModelValue::other(ModelField::NotString))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(ModelValue::other(ModelField::NotString))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(ModelValue::other(ModelField::NotString))
-            }
-        }
-        deserializer.deserialize_any(V)
-    }
-}
-
-impl ModelValue<'_> {
-    fn other(field: ModelField) -> Self {
-        ModelValue {
-            name: None,
-            borrowed: None,
-            field,
+/// `include_usage` of a `stream_options` object (already checked for syntax) when it is a
+/// boolean; `None` (the outer `Option`) when a member name is not a valid string.
+fn include_usage(object: &[u8]) -> Option<Option<bool>> {
+    let mut scan = Scanner::new(object);
+    scan.open_object().ok()?;
+    let mut include_usage = None;
+    let mut first = true;
+    while let Some((name, escaped)) = scan.next_member(first).ok()? {
+        first = false;
+        let key = member_name(&object[name], escaped)?;
+        let (kind, _) = scan.value().ok()?;
+        if key == "include_usage" {
+            include_usage = match kind {
+                Kind::True => Some(true),
+                Kind::False => Some(false),
+                _ => None,
+            };
         }
     }
+    Some(include_usage)
 }
 
-impl<'de> Visitor<'de> for TopLevel<'_> {
-    type Value = (LlmRequest, bool);
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
+/// A member name's text: borrowed when it has no escapes; `None` when it is not valid (not
+/// UTF-8, or a lone surrogate), which serde_json refuses too.
+fn member_name(contents: &[u8], escaped: bool) -> Option<std::borrow::Cow<'_, str>> {
+    if !escaped {
+        return std::str::from_utf8(contents).ok().map(Into::into);
     }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut request = LlmRequest::default();
-        // max_completion_tokens, max_tokens, max_output_tokens: the first one set counts.
-        let mut limits = [None; 3];
-        // messages, prompt, input: the first one present is the prompt.
-        let mut prompts: [Option<&'de RawValue>; 3] = [None; 3];
-        let (mut raw_model, mut stream) = (None::<&'de RawValue>, None::<&'de RawValue>);
-        let mut model: Option<ModelValue<'de>> = None;
-        while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::MaxTokens(i) => limits[i] = map.next_value::<MaybeU64>()?.0,
-                Key::Prompt(i) if self.prompt => prompts[i] = Some(map.next_value()?),
-                Key::Model if model.is_some() || raw_model.is_some() => {
-                    return Err(de::Error::duplicate_field("model"))
-                }
-                Key::Model if self.raw_model => raw_model = Some(map.next_value()?),
-                Key::Model => model = Some(map.next_value()?),
-                Key::Stream if stream.is_some() => {
-                    return Err(de::Error::duplicate_field("stream"))
-                }
-                Key::Stream => stream = Some(map.next_value()?),
-                Key::StreamOptions => {
-                    request.has_stream_options = true;
-                    request.include_usage = map.next_value::<Options>()?.0;
-                }
-                Key::Prompt(_) | Key::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
-        request.max_output_tokens = limits.into_iter().flatten().next();
-        request.stream = stream.is_some_and(|raw| raw.get() == "true");
-        request.prompt_span = prompts
-            .into_iter()
-            .flatten()
-            .next()
-            .and_then(|raw| self.span(raw));
-        let mut escaped = false;
-        match (model, raw_model) {
-            (Some(value), _) => {
-                request.model_field = value.field;
-                request.model_span = value.borrowed.and_then(|name| self.string_span(name));
-                escaped = value.field == ModelField::String && request.model_span.is_none();
-                request.model = value.name;
-            }
-            (None, Some(raw)) if raw.get() != "null" => {
-                match serde_json::from_str::<String>(raw.get()) {
-                    Ok(name) => {
-                        request.model = Some(name);
-                        request.model_field = ModelField::String;
-                        request.model_span = self.span(raw);
-                    }
-                    Err(_) => request.model_field = ModelField::NotString,
-                }
-            }
-            (None, _) => {}
-        }
-        Ok((request, escaped))
-    }
+    let mut quoted = Vec::with_capacity(contents.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(contents);
+    quoted.push(b'"');
+    serde_json::from_slice::<String>(&quoted)
+        .ok()
+        .map(Into::into)
 }
 
-/// A top-level member name, matched without allocating.
+/// A top-level member name sluice reads.
 enum Key {
     Model,
     Stream,
@@ -261,126 +169,43 @@ enum Key {
     Other,
 }
 
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a member name")
+impl Key {
+    /// The key of a member name's contents; `None` when the name is not a valid string.
+    fn of(contents: &[u8], escaped: bool) -> Option<Key> {
+        let key = match contents {
+            _ if escaped => {
+                return member_name(contents, true).map(|n| Key::of_plain(n.as_bytes()))
             }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key, E> {
-                Ok(match name {
-                    "model" => Key::Model,
-                    "stream" => Key::Stream,
-                    "stream_options" => Key::StreamOptions,
-                    "max_completion_tokens" => Key::MaxTokens(0),
-                    "max_tokens" => Key::MaxTokens(1),
-                    "max_output_tokens" => Key::MaxTokens(2),
-                    "messages" => Key::Prompt(0),
-                    "prompt" => Key::Prompt(1),
-                    "input" => Key::Prompt(2),
-                    _ => Key::Other,
-                })
+            b"model"
+            | b"stream"
+            | b"stream_options"
+            | b"max_completion_tokens"
+            | b"max_tokens"
+            | b"max_output_tokens"
+            | b"messages"
+            | b"prompt"
+            | b"input" => Key::of_plain(contents),
+            _ => {
+                std::str::from_utf8(contents).ok()?;
+                Key::Other
             }
-        }
-        deserializer.deserialize_identifier(V)
+        };
+        Some(key)
     }
-}
 
-/// A token count when the value is a whole number; anything else (a malformed value must
-/// not hide the model) reads as none.
-struct MaybeU64(Option<u64>);
-
-impl<'de> de::Deserialize<'de> for MaybeU64 {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MaybeU64;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(MaybeU64(Some(v)))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MaybeU64(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MaybeU64(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MaybeU64(None))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(MaybeU64(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(MaybeU64(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MaybeU64(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(MaybeU64(None))
-            }
+    fn of_plain(name: &[u8]) -> Key {
+        match name {
+            b"model" => Key::Model,
+            b"stream" => Key::Stream,
+            b"stream_options" => Key::StreamOptions,
+            b"max_completion_tokens" => Key::MaxTokens(0),
+            b"max_tokens" => Key::MaxTokens(1),
+            b"max_output_tokens" => Key::MaxTokens(2),
+            b"messages" => Key::Prompt(0),
+            b"prompt" => Key::Prompt(1),
+            b"input" => Key::Prompt(2),
+            _ => Key::Other,
         }
-        deserializer.deserialize_any(V)
-    }
-}
-
-/// `stream_options.include_usage` when it is a boolean.
-struct Options(Option<bool>);
-
-impl<'de> de::Deserialize<'de> for Options {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Options;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object or null")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Options, E> {
-                Ok(Options(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Options, A::Error> {
-                let mut include_usage = None;
-                while let Some(key) = map.next_key::<IncludeUsage>()? {
-                    if key.0 {
-                        include_usage = match map.next_value::<&RawValue>()?.get() {
-                            "true" => Some(true),
-                            "false" => Some(false),
-                            _ => None,
-                        };
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(Options(include_usage))
-            }
-        }
-        deserializer.deserialize_any(V)
-    }
-}
-
-/// Whether a `stream_options` member is `include_usage`.
-struct IncludeUsage(bool);
-
-impl<'de> de::Deserialize<'de> for IncludeUsage {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = IncludeUsage;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<IncludeUsage, E> {
-                Ok(IncludeUsage(name == "include_usage"))
-            }
-        }
-        deserializer.deserialize_identifier(V)
     }
 }
 
@@ -459,6 +284,34 @@ mod tests {
     }
 
     #[test]
+    fn member_names_are_read_as_json_strings() {
+        // An escaped name is the name it spells, so it cannot smuggle a second model.
+        let r = LlmRequest::parse(br#"{"mod\u0065l":"a","str\u0065am":true}"#).unwrap();
+        assert_eq!(r.model.as_deref(), Some("a"));
+        assert!(r.stream);
+        assert!(LlmRequest::parse(br#"{"model":"a","mod\u0065l":"b"}"#).is_none());
+        // Names and models that are not valid strings make the body unreadable.
+        assert!(LlmRequest::parse(b"{\"\xff\":1,\"model\":\"m\"}").is_none());
+        assert!(LlmRequest::parse(b"{\"model\":\"\xff\"}").is_none());
+        assert!(LlmRequest::parse(br#"{"\ud800":1}"#).is_none());
+        // Other strings are passed over as serde_json passes over them.
+        let r = LlmRequest::parse(b"{\"messages\":\"\xff\",\"model\":\"m\"}").unwrap();
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert!(LlmRequest::parse(br#"{"model":"m"} {}"#).is_none());
+        assert!(LlmRequest::parse(br#"{"model":"m",}"#).is_none());
+    }
+
+    #[test]
+    fn stream_options_is_an_object_or_null() {
+        let r = LlmRequest::parse(br#"{"stream":true,"stream_options":null}"#).unwrap();
+        assert!(r.has_stream_options && r.needs_usage());
+        let r = LlmRequest::parse(br#"{"stream_options":{"include_usage":"yes"}}"#).unwrap();
+        assert_eq!(r.include_usage, None);
+        assert!(LlmRequest::parse(br#"{"stream_options":"x"}"#).is_none());
+        assert!(LlmRequest::parse(br#"{"stream_options":{"\ud800":1}}"#).is_none());
+    }
+
+    #[test]
     fn include_usage_is_added_without_touching_the_rest() {
         let body = br#"{"model":"m", "stream":true}  "#;
         let out = add_include_usage(body, false).unwrap();
@@ -511,13 +364,8 @@ mod tests {
         assert_eq!(&body[r.prompt_span.unwrap()], br#"[{"role":"system"}]"#);
         let r = LlmRequest::parse(br#"{"model":"m","prompt":"hi"}"#).unwrap();
         assert_eq!(r.prompt_span, Some(22..26));
-        // Without the prompt: the same model and span, no prompt span.
-        let r = LlmRequest::parse_with(body, false).unwrap();
-        assert_eq!(r.model.as_deref(), Some("gpt-4o"));
-        assert_eq!(&body[r.model_span.unwrap()], br#""gpt\u002d4o""#);
-        assert_eq!(r.prompt_span, None);
         let plain = br#"{"messages":[{"content":"\"model\":\"x\""}],"model": "llama-3" }"#;
-        let r = LlmRequest::parse_with(plain, false).unwrap();
+        let r = LlmRequest::parse(plain).unwrap();
         assert_eq!(&plain[r.model_span.unwrap()], br#""llama-3""#);
         // A second model, escaped or not, is still a duplicate.
         assert!(LlmRequest::parse(br#"{"model":"a","model":"\u0062"}"#).is_none());
