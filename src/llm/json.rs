@@ -1,14 +1,17 @@
-//! A JSON scanner for request bodies: it walks the members of one object, hands each
-//! member's name and the span of its value to the caller, and checks the syntax of every
-//! value it passes over without building it.
+//! A JSON scanner for the documents sluice reads on the request path: it walks the members
+//! of objects and the elements of arrays, hands each member's name and each value's place to
+//! the caller, and checks the syntax of every value it passes over without building it.
 //!
-//! Why not serde_json: the request path reads five top-level fields of a body whose bulk is
-//! the prompt. Through serde's visitor machinery, skipping a prompt of a few hundred bytes
-//! costs about 14 instructions per byte (`benches/load/instructions.sh`); this scanner
-//! costs a few. It accepts what serde_json accepts (RFC 8259, nesting at most 128 deep),
-//! except that, like serde_json's own skipping, it does not check the UTF-8 inside strings it
-//! passes over: callers check the strings they keep.
+//! Why not serde_json: a request body is read for five top-level fields beside a prompt,
+//! and a streamed answer for three fields of each token's chunk. Through serde's visitors
+//! and derived structs that cost about 3,500 instructions per request body and 5,000 per
+//! chunk (`benches/load/instructions.sh`, `sse_instructions.sh`); this scanner costs a
+//! fraction of it. It accepts what serde_json accepts (RFC 8259), except that nesting is
+//! bounded at 128 levels in what it skips, and that, like serde_json's own skipping, it does
+//! not check the UTF-8 inside strings it passes over: [`string`] and [`members`] check the
+//! strings they hand out.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// How deep arrays and objects may nest, as in serde_json.
@@ -53,15 +56,31 @@ impl<'a> Scanner<'a> {
     }
 
     /// Enters an object: whitespace, then `{`.
-    pub fn open_object(&mut self) -> Result<(), Invalid> {
+    fn open_object(&mut self) -> Result<(), Invalid> {
         self.skip_whitespace();
         self.expect(b'{')
+    }
+
+    /// What the next value is, from its first byte (whitespace skipped); `None` if no value
+    /// can start there.
+    pub fn peek_kind(&mut self) -> Option<Kind> {
+        self.skip_whitespace();
+        Some(match self.peek()? {
+            b'{' => Kind::Object,
+            b'[' => Kind::Array,
+            b'"' => Kind::String,
+            b't' => Kind::True,
+            b'f' => Kind::False,
+            b'n' => Kind::Null,
+            b'-' | b'0'..=b'9' => Kind::Number,
+            _ => return None,
+        })
     }
 
     /// The name of the object's next member, as the span of its contents (without the
     /// quotes) and whether it holds escapes; `None` at the object's closing brace. `first`
     /// says whether this is the first member asked for (no comma before it).
-    pub fn next_member(&mut self, first: bool) -> Result<Option<(Range<usize>, bool)>, Invalid> {
+    fn next_member(&mut self, first: bool) -> Result<Option<(Range<usize>, bool)>, Invalid> {
         self.skip_whitespace();
         if self.peek() == Some(b'}') {
             // `{}` or after a member; a comma before `}` is refused below.
@@ -238,6 +257,81 @@ impl<'a> Scanner<'a> {
     fn expect(&mut self, want: u8) -> Result<(), Invalid> {
         (self.next_byte()? == want).then_some(()).ok_or(Invalid)
     }
+}
+
+/// Reads the object at the scanner, calling `each` with the scanner and the name of each
+/// member (unescaped): `each` must consume the member's value, with [`Scanner::value`] or by
+/// reading into it. `None` when the text is not an object, or when `each` says `None`.
+pub fn members<'a>(
+    scan: &mut Scanner<'a>,
+    mut each: impl FnMut(&mut Scanner<'a>, &[u8]) -> Option<()>,
+) -> Option<()> {
+    scan.open_object().ok()?;
+    let mut first = true;
+    while let Some((name, escaped)) = scan.next_member(first).ok()? {
+        first = false;
+        let contents = &scan.bytes()[name];
+        if escaped {
+            each(scan, unescape(contents)?.as_bytes())?;
+        } else {
+            each(scan, contents)?;
+        }
+    }
+    Some(())
+}
+
+/// Reads the array at the scanner, calling `each` with the scanner at each element, which
+/// `each` must consume. `None` when the text is not an array, or when `each` says `None`.
+pub fn elements<'a>(
+    scan: &mut Scanner<'a>,
+    mut each: impl FnMut(&mut Scanner<'a>) -> Option<()>,
+) -> Option<()> {
+    scan.skip_whitespace();
+    scan.expect(b'[').ok()?;
+    scan.skip_whitespace();
+    if scan.peek() == Some(b']') {
+        scan.pos += 1;
+        return Some(());
+    }
+    loop {
+        each(scan)?;
+        scan.skip_whitespace();
+        match scan.next_byte().ok()? {
+            b',' => {}
+            b']' => return Some(()),
+            _ => return None,
+        }
+    }
+}
+
+/// The string value at the scanner, unescaped: borrowed from the text when it has no
+/// escapes. `Err` when the text there is not a JSON string; `Ok(None)` when its contents are
+/// not valid UTF-8 or an escape names a lone surrogate (which serde_json refuses), the
+/// string being passed over all the same.
+pub fn string<'a>(scan: &mut Scanner<'a>) -> Result<Option<Cow<'a, str>>, Invalid> {
+    scan.skip_whitespace();
+    let (quoted, _) = scan.string()?;
+    Ok(contents(&scan.bytes()[quoted]))
+}
+
+/// The text of a string value given with its quotes (one that [`Scanner::value`] found),
+/// unescaped and checked as [`string`] does.
+pub fn contents(quoted: &[u8]) -> Option<Cow<'_, str>> {
+    unescape(quoted.get(1..quoted.len().checked_sub(1)?)?)
+}
+
+/// The contents of a string (without its quotes), unescaped and checked.
+fn unescape(contents: &[u8]) -> Option<Cow<'_, str>> {
+    if !contents.contains(&b'\\') {
+        return std::str::from_utf8(contents).ok().map(Cow::Borrowed);
+    }
+    let mut quoted = Vec::with_capacity(contents.len() + 2);
+    quoted.push(b'"');
+    quoted.extend_from_slice(contents);
+    quoted.push(b'"');
+    serde_json::from_slice::<String>(&quoted)
+        .ok()
+        .map(Cow::Owned)
 }
 
 /// How many bytes of `bytes` come before the first quote, backslash or control character

@@ -57,11 +57,8 @@ impl LlmRequest {
         // messages, prompt, input: the first one present is the prompt.
         let mut prompts: [Option<Range<usize>>; 3] = [None, None, None];
         let (mut model, mut stream) = (None, None);
-        scan.open_object().ok()?;
-        let mut first = true;
-        while let Some((name, escaped)) = scan.next_member(first).ok()? {
-            first = false;
-            let key = Key::of(&body[name], escaped)?;
+        json::members(&mut scan, |scan, name| {
+            let key = Key::of(name)?;
             let (kind, value) = scan.value().ok()?;
             match key {
                 Key::MaxTokens(i) => {
@@ -84,7 +81,8 @@ impl LlmRequest {
                 }
                 Key::Other => {}
             }
-        }
+            Some(())
+        })?;
         if !scan.at_end() {
             return None;
         }
@@ -93,7 +91,7 @@ impl LlmRequest {
         request.prompt_span = prompts.into_iter().flatten().next();
         match model {
             Some((Kind::String, span)) => {
-                request.model = Some(string_value(&body[span.clone()])?);
+                request.model = Some(json::contents(&body[span.clone()])?.into_owned());
                 request.model_field = ModelField::String;
                 request.model_span = Some(span);
             }
@@ -109,52 +107,22 @@ impl LlmRequest {
     }
 }
 
-/// The contents of a JSON string (quotes included in `quoted`), unescaped; `None` if they
-/// are not UTF-8 or an escape names a lone surrogate.
-fn string_value(quoted: &[u8]) -> Option<String> {
-    if quoted.contains(&b'\\') {
-        return serde_json::from_slice(quoted).ok();
-    }
-    std::str::from_utf8(&quoted[1..quoted.len() - 1])
-        .ok()
-        .map(str::to_owned)
-}
-
 /// `include_usage` of a `stream_options` object (already checked for syntax) when it is a
 /// boolean; `None` (the outer `Option`) when a member name is not a valid string.
 fn include_usage(object: &[u8]) -> Option<Option<bool>> {
-    let mut scan = Scanner::new(object);
-    scan.open_object().ok()?;
     let mut include_usage = None;
-    let mut first = true;
-    while let Some((name, escaped)) = scan.next_member(first).ok()? {
-        first = false;
-        let key = member_name(&object[name], escaped)?;
+    json::members(&mut Scanner::new(object), |scan, name| {
         let (kind, _) = scan.value().ok()?;
-        if key == "include_usage" {
+        if name == b"include_usage" {
             include_usage = match kind {
                 Kind::True => Some(true),
                 Kind::False => Some(false),
                 _ => None,
             };
         }
-    }
+        Some(())
+    })?;
     Some(include_usage)
-}
-
-/// A member name's text: borrowed when it has no escapes; `None` when it is not valid (not
-/// UTF-8, or a lone surrogate), which serde_json refuses too.
-fn member_name(contents: &[u8], escaped: bool) -> Option<std::borrow::Cow<'_, str>> {
-    if !escaped {
-        return std::str::from_utf8(contents).ok().map(Into::into);
-    }
-    let mut quoted = Vec::with_capacity(contents.len() + 2);
-    quoted.push(b'"');
-    quoted.extend_from_slice(contents);
-    quoted.push(b'"');
-    serde_json::from_slice::<String>(&quoted)
-        .ok()
-        .map(Into::into)
 }
 
 /// A top-level member name sluice reads.
@@ -170,31 +138,10 @@ enum Key {
 }
 
 impl Key {
-    /// The key of a member name's contents; `None` when the name is not a valid string.
-    fn of(contents: &[u8], escaped: bool) -> Option<Key> {
-        let key = match contents {
-            _ if escaped => {
-                return member_name(contents, true).map(|n| Key::of_plain(n.as_bytes()))
-            }
-            b"model"
-            | b"stream"
-            | b"stream_options"
-            | b"max_completion_tokens"
-            | b"max_tokens"
-            | b"max_output_tokens"
-            | b"messages"
-            | b"prompt"
-            | b"input" => Key::of_plain(contents),
-            _ => {
-                std::str::from_utf8(contents).ok()?;
-                Key::Other
-            }
-        };
-        Some(key)
-    }
-
-    fn of_plain(name: &[u8]) -> Key {
-        match name {
+    /// The key of a member name (unescaped); `None` when the name is not UTF-8, which
+    /// serde_json refuses too.
+    fn of(name: &[u8]) -> Option<Key> {
+        Some(match name {
             b"model" => Key::Model,
             b"stream" => Key::Stream,
             b"stream_options" => Key::StreamOptions,
@@ -204,8 +151,11 @@ impl Key {
             b"messages" => Key::Prompt(0),
             b"prompt" => Key::Prompt(1),
             b"input" => Key::Prompt(2),
-            _ => Key::Other,
-        }
+            _ => {
+                std::str::from_utf8(name).ok()?;
+                Key::Other
+            }
+        })
     }
 }
 

@@ -8,9 +8,8 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use memchr::memmem::{Finder, FinderRev};
-use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
+
+use super::json::{self, Kind, Scanner};
 
 /// Tokens of one request.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -20,27 +19,26 @@ pub struct Usage {
     pub output: Option<u64>,
 }
 
-/// The parts of a response body or chunk that sluice reads; everything else is skipped.
+/// The parts of a response body or chunk that sluice reads; everything else is checked for
+/// syntax and skipped (`llm::json`).
 ///
 /// Borrowed from the bytes it is read from, and summed up as it is read: a streamed
 /// answer has one of these per token, and a parse into owned strings and a list of
 /// choices cost two allocations per token (`docs/benchmarks.md`, instructions per SSE
-/// event).
-#[derive(Debug, Default, Deserialize)]
+/// event). Values of an unexpected type read as unset, except where they show that the
+/// document is not an OpenAI-style one: `choices` that is not a list, a choice that is not
+/// an object.
+#[derive(Debug, Default)]
 pub struct Doc<'a> {
-    #[serde(default)]
     usage: Option<UsageDoc>,
-    #[serde(default, borrow)]
     choices: Choices<'a>,
     /// The Responses API nests its usage in `response` on its final event.
-    #[serde(default, borrow)]
     response: Option<Box<Doc<'a>>>,
     /// The Responses API's event type, such as `response.output_text.delta`.
-    #[serde(default, rename = "type", borrow)]
     kind: Option<Cow<'a, str>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 struct UsageDoc {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
@@ -58,67 +56,34 @@ struct Choices<'a> {
     output: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow)]
-    finish_reason: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    delta: Option<Delta<'a>>,
-    /// Legacy completions stream `text` instead of a delta.
-    #[serde(borrow)]
-    text: Option<&'a RawValue>,
-}
-
-/// Values are taken raw: only whether they are empty matters, so they are neither
-/// unescaped nor copied.
-#[derive(Debug, Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow)]
-    content: Option<&'a RawValue>,
-    #[serde(borrow)]
-    reasoning_content: Option<&'a RawValue>,
-    tool_calls: Option<IgnoredAny>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fold<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for Fold<'a> {
-            type Value = Choices<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of choices")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices<'a>, A::Error> {
-                let mut choices = Choices::default();
-                while let Some(choice) = seq.next_element::<Choice<'a>>()? {
-                    choices.count += 1;
-                    let delta = choice.delta.as_ref();
-                    choices.output |= carries(choice.text)
-                        || delta.is_some_and(|d| {
-                            carries(d.content)
-                                || carries(d.reasoning_content)
-                                || d.tool_calls.is_some()
-                        });
-                    if choices.finish_reason.is_none() {
-                        choices.finish_reason = choice.finish_reason;
-                    }
-                }
-                Ok(choices)
-            }
-        }
-        deserializer.deserialize_seq(Fold(std::marker::PhantomData))
-    }
-}
-
-/// A value that is there and not empty: not `null` (read as `None`), `""` or `[]`.
-fn carries(value: Option<&RawValue>) -> bool {
-    value.is_some_and(|v| !matches!(v.get(), "\"\"" | "[]"))
-}
-
 impl<'a> Doc<'a> {
     /// Parses a JSON document; `None` when it is not one.
     pub fn parse(bytes: &'a [u8]) -> Option<Doc<'a>> {
-        serde_json::from_slice(bytes).ok()
+        let mut scan = Scanner::new(bytes);
+        let doc = Doc::read(&mut scan, true)?;
+        scan.at_end().then_some(doc)
+    }
+
+    /// Reads the object at `scan`; a `response` member is read as a document too, at the
+    /// `top` level only (that is where the Responses API puts it).
+    fn read(scan: &mut Scanner<'a>, top: bool) -> Option<Doc<'a>> {
+        let mut doc = Doc::default();
+        json::members(scan, |scan, name| {
+            match (name, scan.peek_kind()?) {
+                (b"choices", Kind::Array) => doc.choices = Choices::read(scan)?,
+                (b"choices", _) => return None,
+                (b"usage", Kind::Object) => doc.usage = Some(UsageDoc::read(scan)?),
+                (b"response", Kind::Object) if top => {
+                    doc.response = Some(Box::new(Doc::read(scan, false)?));
+                }
+                (b"type", Kind::String) => doc.kind = json::string(scan).ok()?,
+                _ => {
+                    scan.value().ok()?;
+                }
+            }
+            Some(())
+        })?;
+        Some(doc)
     }
 
     /// The usage it reports, if any.
@@ -128,11 +93,7 @@ impl<'a> Doc<'a> {
                 return Some(usage);
             }
         }
-        let u = self.usage.as_ref()?;
-        Some(Usage {
-            input: u.prompt_tokens.or(u.input_tokens)?,
-            output: u.completion_tokens.or(u.output_tokens),
-        })
+        self.usage.as_ref()?.usage()
     }
 
     /// A chunk with no choices and a usage object: the one `include_usage` adds.
@@ -152,6 +113,89 @@ impl<'a> Doc<'a> {
     }
 }
 
+impl<'a> Choices<'a> {
+    fn read(scan: &mut Scanner<'a>) -> Option<Choices<'a>> {
+        let mut choices = Choices::default();
+        json::elements(scan, |scan| {
+            choices.count += 1;
+            let mut finish_reason = None;
+            json::members(scan, |scan, name| {
+                match (name, scan.peek_kind()?) {
+                    (b"finish_reason", Kind::String) => finish_reason = json::string(scan).ok()?,
+                    // Legacy completions stream `text` instead of a delta.
+                    (b"text", _) => choices.output |= carries(scan)?,
+                    (b"delta", Kind::Object) => choices.output |= delta_carries(scan)?,
+                    _ => {
+                        scan.value().ok()?;
+                    }
+                }
+                Some(())
+            })?;
+            if choices.finish_reason.is_none() {
+                choices.finish_reason = finish_reason;
+            }
+            Some(())
+        })?;
+        Some(choices)
+    }
+}
+
+/// Whether a choice's `delta` carries output: content, reasoning or tool calls.
+fn delta_carries(scan: &mut Scanner<'_>) -> Option<bool> {
+    let mut output = false;
+    json::members(scan, |scan, name| {
+        output |= match name {
+            b"content" | b"reasoning_content" => carries(scan)?,
+            b"tool_calls" => scan.value().ok()?.0 != Kind::Null,
+            _ => {
+                scan.value().ok()?;
+                false
+            }
+        };
+        Some(())
+    })?;
+    Some(output)
+}
+
+/// Whether the value at `scan` is there and not empty: not `null`, `""` or `[]`. Only that
+/// matters, so the value is neither unescaped nor copied.
+fn carries(scan: &mut Scanner<'_>) -> Option<bool> {
+    let (kind, span) = scan.value().ok()?;
+    Some(kind != Kind::Null && !matches!(&scan.bytes()[span], b"\"\"" | b"[]"))
+}
+
+impl UsageDoc {
+    /// Reads the usage object at `scan`; counts that are not whole numbers read as unset.
+    fn read(scan: &mut Scanner<'_>) -> Option<UsageDoc> {
+        let mut usage = UsageDoc::default();
+        json::members(scan, |scan, name| {
+            let slot = match name {
+                b"prompt_tokens" => &mut usage.prompt_tokens,
+                b"completion_tokens" => &mut usage.completion_tokens,
+                b"input_tokens" => &mut usage.input_tokens,
+                b"output_tokens" => &mut usage.output_tokens,
+                _ => {
+                    scan.value().ok()?;
+                    return Some(());
+                }
+            };
+            let (kind, span) = scan.value().ok()?;
+            *slot = (kind == Kind::Number)
+                .then(|| json::as_u64(&scan.bytes()[span]))
+                .flatten();
+            Some(())
+        })?;
+        Some(usage)
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        Some(Usage {
+            input: self.prompt_tokens.or(self.input_tokens)?,
+            output: self.completion_tokens.or(self.output_tokens),
+        })
+    }
+}
+
 /// Usage and finish reason of a complete, non-streamed answer, found without parsing the
 /// whole document: the last `"usage"` member (OpenAI-style servers write it after the
 /// choices, so text inside a message cannot shadow it) and the first `"finish_reason"`.
@@ -161,13 +205,8 @@ pub fn scan(body: &[u8]) -> (Option<Usage>, Option<String>) {
     static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
     static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
     let usage = USAGE.rfind(body).and_then(|at| {
-        let rest = value_after_key(&body[at + b"\"usage\"".len()..])?;
-        let mut values = serde_json::Deserializer::from_slice(rest).into_iter::<UsageDoc>();
-        let u = values.next()?.ok()?;
-        Some(Usage {
-            input: u.prompt_tokens.or(u.input_tokens)?,
-            output: u.completion_tokens.or(u.output_tokens),
-        })
+        let mut rest = Scanner::new(value_after_key(&body[at + b"\"usage\"".len()..])?);
+        UsageDoc::read(&mut rest)?.usage()
     });
     let finish = FINISH.find(body).and_then(|at| {
         let rest = value_after_key(&body[at + b"\"finish_reason\"".len()..])?;
@@ -285,6 +324,58 @@ mod tests {
         );
         let delta = Doc::parse(br#"{"type":"response.output_text.delta","delta":"Hi"}"#).unwrap();
         assert!(delta.has_output());
+    }
+
+    #[test]
+    fn values_of_other_types_read_as_unset() {
+        let doc = Doc::parse(
+            br#"{"choices":[{"finish_reason":7,"delta":"x"}],"usage":"n/a","type":"\ud800"}"#,
+        )
+        .unwrap();
+        assert_eq!(doc.finish_reason(), None);
+        assert!(!doc.has_output() && !doc.is_usage_only());
+        let usage = br#"{"usage":{"prompt_tokens":-1,"completion_tokens":2.5,"input_tokens":3}}"#;
+        let usage = Doc::parse(usage).unwrap().usage();
+        assert_eq!(
+            usage,
+            Some(Usage {
+                input: 3,
+                output: None
+            })
+        );
+        assert!(Doc::parse(br#"{"choices":[1]}"#).is_none());
+    }
+
+    #[test]
+    fn only_json_is_read() {
+        // Chunks cut or altered anywhere: what parses is valid JSON.
+        let chunk = br#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"a\"b","tool_calls":null},"finish_reason":"st\u006fp"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
+        let mut rng = 0x853c_49e6_748f_ea9bu64;
+        let mut next = move |bound: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % bound as u64) as usize
+        };
+        let alphabet = b"{}[],:\"\\ 0123456789-.eEtrufalsnx";
+        let mut read = 0;
+        for _ in 0..20_000 {
+            let mut text = chunk.to_vec();
+            let at = next(text.len());
+            match next(3) {
+                0 => text[at] = alphabet[next(alphabet.len())],
+                1 => text.truncate(at),
+                _ => {
+                    text.remove(at);
+                }
+            }
+            if Doc::parse(&text).is_some() {
+                read += 1;
+                let json = serde_json::from_slice::<serde::de::IgnoredAny>(&text);
+                assert!(json.is_ok(), "{:?}", String::from_utf8_lossy(&text));
+            }
+        }
+        assert!(read > 1_000, "{read}");
     }
 
     #[test]
