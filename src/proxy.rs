@@ -78,7 +78,7 @@ impl Proxy {
     /// Serves one request. Never fails: errors become JSON answers here.
     pub async fn handle<B>(&self, req: Request<B>, conn: ConnInfo) -> Response<Body>
     where
-        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<body::BoxError>,
     {
         self.metrics.in_flight.inc();
@@ -175,7 +175,7 @@ impl Proxy {
         record: &mut Entry,
     ) -> Result<Response<Body>, ProxyError>
     where
-        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<body::BoxError>,
     {
         let (mut parts, incoming) = req.into_parts();

@@ -166,6 +166,7 @@ impl<'a> Scanner<'a> {
 
     /// A string, quotes included, and whether it holds escapes: escapes checked, control
     /// characters refused.
+    #[inline]
     fn string(&mut self) -> Result<(Range<usize>, bool), Invalid> {
         let start = self.pos;
         let mut escaped = false;
@@ -238,6 +239,7 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
+    #[inline]
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
             self.pos += 1;
@@ -337,6 +339,7 @@ fn unescape(contents: &[u8]) -> Option<Cow<'_, str>> {
 /// How many bytes of `bytes` come before the first quote, backslash or control character
 /// (all of them if there is none). Eight bytes at a time: a prompt is mostly long runs of
 /// plain text, which a byte-by-byte loop crosses at several instructions per byte.
+#[inline]
 fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;

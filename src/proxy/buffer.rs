@@ -38,23 +38,22 @@ where
 {
     /// Reads the body into memory, up to `bound` bytes, waiting at most `gap` for each next
     /// piece (a client that stops sending gets 408). A body already read is kept as it is;
-    /// an empty one costs no read.
-    pub async fn hold(
-        self,
-        bound: u64,
-        gap: Option<Duration>,
-    ) -> Result<RequestBody<B>, ProxyError> {
-        let RequestBody::Stream(stream) = self else {
+    /// an empty one costs no read. The body is read in place (boxed only when its rest must
+    /// stream), and its end is known from its last frame, without asking once more.
+    pub async fn hold(self, bound: u64, gap: Option<Duration>) -> Result<RequestBody<B>, ProxyError>
+    where
+        B: Unpin,
+    {
+        let RequestBody::Stream(mut stream) = self else {
             return Ok(self);
         };
         if stream.is_end_stream() {
             return Ok(RequestBody::Held(Bytes::new()));
         }
-        let mut stream = body::boxed(stream);
         // Inline for the usual body of one or two frames: no allocation besides the body.
         let mut chunks: SmallVec<[Bytes; 2]> = SmallVec::new();
         let mut len = 0u64;
-        loop {
+        while !stream.is_end_stream() {
             let frame = match gap {
                 None => stream.frame().await,
                 Some(gap) => tokio::time::timeout(gap, stream.frame())
@@ -75,7 +74,7 @@ where
             if len > bound {
                 return Ok(RequestBody::Partial {
                     prefix: concat(chunks, len),
-                    rest: stream,
+                    rest: body::boxed(stream),
                 });
             }
         }
