@@ -1,6 +1,8 @@
 //! The response side of an LLM exchange, observed as it streams: usage, first token,
 //! finish reason. It reads copies of the forwarded chunks and never changes them.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use smallvec::SmallVec;
 use tokio::time::Instant;
@@ -33,7 +35,7 @@ pub struct LlmTap {
     shape: Shape,
     /// The last usage reported (streams may repeat it cumulatively; the last one counts).
     pub usage: Option<Usage>,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<Cow<'static, str>>,
     /// When the first output token arrived.
     pub first_token: Option<Instant>,
     /// When the last output token arrived.
@@ -48,7 +50,7 @@ pub struct LlmTap {
 #[derive(Debug, Default)]
 struct Seen {
     usage: Option<Usage>,
-    finish_reason: Option<String>,
+    finish_reason: Option<Cow<'static, str>>,
     output: bool,
     unparsed: u64,
 }
@@ -59,7 +61,7 @@ impl Seen {
             self.usage = Some(usage);
         }
         if let Some(reason) = doc.finish_reason() {
-            self.finish_reason = Some(reason.to_owned());
+            self.finish_reason = Some(super::usage::reason(reason));
         }
         self.output |= doc.has_output();
     }

@@ -196,11 +196,26 @@ impl UsageDoc {
     }
 }
 
+/// A finish reason as the access log keeps it: OpenAI's own values without an allocation.
+pub fn reason(text: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 5] = [
+        "stop",
+        "length",
+        "tool_calls",
+        "content_filter",
+        "function_call",
+    ];
+    match KNOWN.iter().find(|known| **known == text) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(text.to_owned()),
+    }
+}
+
 /// Usage and finish reason of a complete, non-streamed answer, found without parsing the
 /// whole document: the last `"usage"` member (OpenAI-style servers write it after the
 /// choices, so text inside a message cannot shadow it) and the first `"finish_reason"`.
 /// Parsing the whole answer costs several times more, for two small fields.
-pub fn scan(body: &[u8]) -> (Option<Usage>, Option<String>) {
+pub fn scan(body: &[u8]) -> (Option<Usage>, Option<Cow<'static, str>>) {
     // Built once: a finder's setup costs more than the search in a short body.
     static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
     static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
@@ -212,7 +227,7 @@ pub fn scan(body: &[u8]) -> (Option<Usage>, Option<String>) {
         let rest = value_after_key(&body[at + b"\"finish_reason\"".len()..])?;
         let text = rest.strip_prefix(b"\"")?;
         let end = memchr::memchr2(b'"', b'\\', text)?;
-        (text[end] == b'"').then(|| String::from_utf8_lossy(&text[..end]).into_owned())
+        (text[end] == b'"').then(|| reason(&String::from_utf8_lossy(&text[..end])))
     });
     (usage, finish)
 }
