@@ -99,7 +99,7 @@ pub fn parse(buf: &mut BytesMut, limits: Limits) -> Result<Option<Head>, ProxyEr
     let mut seen = Seen::default();
     let mut names: SmallVec<[(HeaderName, std::ops::Range<usize>); 16]> = SmallVec::new();
     for field in request.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = crate::wire::field_name(field.name.as_bytes())
             .map_err(|_| ProxyError::BadHead("invalid header name"))?;
         seen.note(&name, field.value)?;
         names.push((name, offsets(field.value)));

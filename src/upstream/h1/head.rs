@@ -216,7 +216,7 @@ fn parse_one(buf: &BytesMut, fields: &mut Fields) -> Result<Option<Parsed>, Head
     };
     let base = buf.as_ptr() as usize;
     for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = crate::wire::field_name(field.name.as_bytes())
             .map_err(|_| HeadError("invalid header name"))?;
         let value = field.value;
         if name == header::CONNECTION {
