@@ -38,7 +38,8 @@
 //!   monitor port.
 //! - [`metrics`]: the Prometheus registry and per-route handles.
 //! - [`memory`]: hands the heap's freed pages back to the OS after a burst (glibc).
-//! - [`wire`]: HTTP/1.1 framing shared by the server and client sides (the chunked coding).
+//! - [`wire`]: HTTP/1.1 framing shared by the server and client sides (the chunked coding,
+//!   field names).
 //! - [`error`]: the one place where errors become HTTP status codes and JSON bodies.
 //! - [`body`]: the one body type used everywhere.
 

@@ -1,6 +1,6 @@
 //! HTTP/1.1 on the wire, as both sides of sluice speak it: the client side toward clients
 //! (`listener::h1`) and the client toward backends (`upstream::h1`). The chunked coding and
-//! the field values that frame a message.
+//! the field names and values that frame a message.
 
 use http::header::{self, HeaderName, InvalidHeaderName};
 
