@@ -381,5 +381,18 @@ pub fn as_u64(raw: &[u8]) -> Option<u64> {
     })
 }
 
+/// A repeatable stream of numbers below a bound (xorshift), for the tests that alter JSON
+/// texts at random places.
+#[cfg(test)]
+pub(crate) fn test_numbers(seed: u64) -> impl FnMut(usize) -> usize {
+    let mut state = seed;
+    move |bound| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -365,13 +365,7 @@ mod tests {
     fn only_json_is_read() {
         // Chunks cut or altered anywhere: what parses is valid JSON.
         let chunk = br#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"a\"b","tool_calls":null},"finish_reason":"st\u006fp"}],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
-        let mut rng = 0x853c_49e6_748f_ea9bu64;
-        let mut next = move |bound: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % bound as u64) as usize
-        };
+        let mut next = crate::llm::json::test_numbers(0x853c_49e6_748f_ea9b);
         let alphabet = b"{}[],:\"\\ 0123456789-.eEtrufalsnx";
         let mut read = 0;
         for _ in 0..20_000 {

@@ -84,13 +84,7 @@ fn agrees_with_serde_json_on_mutated_request_bodies() {
     // Bytes that make or break JSON, ASCII only: inside a string serde_json checks UTF-8
     // only where it keeps the text, and so does the scanner's caller.
     let alphabet = b"{}[],:\"\\ \t\n0123456789-+.eEtrufalsn/bu\x01x";
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |bound: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % bound as u64) as usize
-    };
+    let mut next = test_numbers(0x2545_f491_4f6c_dd1d);
     let mut both = [0usize; 2];
     for round in 0..20_000 {
         let mut text = seeds[round % seeds.len()].to_vec();
@@ -161,19 +155,14 @@ fn plain_runs_end_where_a_byte_by_byte_scan_ends() {
             .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
         stop.unwrap_or(bytes.len())
     };
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = test_numbers(0x9e37_79b9_7f4a_7c15);
     for len in 0..40 {
         for _ in 0..200 {
             // Mostly plain bytes, high ones included, and now and then a stop byte.
             let text: Vec<u8> = (0..len)
-                .map(|_| {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    match rng % 16 {
-                        0 => b"\"\\\x00\x1f"[(rng >> 8) as usize % 4],
-                        _ => 0x20 + (rng >> 8) as u8 % 0xe0,
-                    }
+                .map(|_| match next(16) {
+                    0 => b"\"\\\x00\x1f"[next(4)],
+                    _ => 0x20 + next(0xe0) as u8,
                 })
                 .collect();
             assert_eq!(plain_run(&text), naive(&text), "{text:?}");
