@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use memchr::memmem::{Finder, FinderRev};
+use memchr::memmem::Finder;
 
 use super::json::{self, Kind, Scanner};
 
@@ -217,9 +217,14 @@ pub fn reason(text: &str) -> Cow<'static, str> {
 /// Parsing the whole answer costs several times more, for two small fields.
 pub fn scan(body: &[u8]) -> (Option<Usage>, Option<Cow<'static, str>>) {
     // Built once: a finder's setup costs more than the search in a short body.
-    static USAGE: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
     static FINISH: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
-    let usage = USAGE.rfind(body).and_then(|at| {
+    // From the end, by its one `u`: the usage object closes the answer, so the first `u`
+    // found is nearly always the one. memmem's reverse search is a byte-by-byte two-way
+    // search (about 430 instructions on the harness's 250-byte answer).
+    let usage = memchr::memrchr_iter(b'u', body)
+        .find(|&u| u > 0 && body[u - 1..].starts_with(b"\"usage\""))
+        .map(|u| u - 1);
+    let usage = usage.and_then(|at| {
         let mut rest = Scanner::new(value_after_key(&body[at + b"\"usage\"".len()..])?);
         UsageDoc::read(&mut rest)?.usage()
     });
