@@ -6,11 +6,11 @@ use http::header::{self, HeaderName, InvalidHeaderName};
 
 pub mod chunked;
 
-/// A field name as read off the wire, checked as `HeaderName::from_bytes` checks it. The names that nearly
-/// every request and response carries are matched here first, case-insensitively, at a
-/// few instructions per byte; `HeaderName::from_bytes` lowercases each name through a table
-/// and then matches it among all the standard names, about 120 instructions per field
-/// (`benches/load/instructions.sh`).
+/// A field name as read off the wire, checked as `HeaderName::from_bytes` checks it. The
+/// names that nearly every request and response carries are matched here first,
+/// case-insensitively, at a few instructions per byte; `HeaderName::from_bytes` lowercases
+/// each name through a table and then matches it among all the standard names, about 120
+/// instructions per field (`benches/load/instructions.sh`).
 pub fn field_name(name: &[u8]) -> Result<HeaderName, InvalidHeaderName> {
     // Only `A`-`Z` and `a`-`z` turn into a lowercase letter under `| 0x20`: an exact
     // case-insensitive test for the letters, and the other bytes are compared as they are.
