@@ -20,7 +20,9 @@ N2=${N2:-2500}
 for tool in valgrind:valgrind nginx:nginx-light h2load:nghttp2-client curl:curl; do
   command -v "${tool%%:*}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${tool##*:}"; }
 done
-cargo build --release -q --bin sluice
+# NO_BUILD=1 measures the binaries already in the target directory: set CARGO_TARGET_DIR
+# to a copy of an older build to measure it beside this one.
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin sluice
 
 work=$(mktemp -d)
 pids=()

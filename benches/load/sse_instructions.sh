@@ -22,7 +22,9 @@ T2=${T2:-9}
 for tool in valgrind:valgrind nginx:nginx-light curl:curl; do
   command -v "${tool%%:*}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${tool##*:}"; }
 done
-cargo build --release -q --bin sluice --example sse_bench
+# NO_BUILD=1 measures the binaries already in the target directory: set CARGO_TARGET_DIR
+# to a copy of an older build to measure it beside this one.
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q --bin sluice --example sse_bench
 target=${CARGO_TARGET_DIR:-target}/release
 tool=$target/examples/sse_bench
 
