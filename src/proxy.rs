@@ -490,7 +490,7 @@ fn model_error(bytes: &[u8], parsed: Option<&LlmRequest>) -> ProxyError {
         return ProxyError::InvalidJson(reason);
     };
     match (request.model_field, &request.model) {
-        (ModelField::String, Some(model)) => ProxyError::ModelNotFound(model.clone()),
+        (ModelField::String, Some(model)) => ProxyError::ModelNotFound(model.to_string()),
         (ModelField::NotString, _) => ProxyError::ModelNotString,
         (ModelField::Missing | ModelField::String, _) => ProxyError::ModelMissing,
     }

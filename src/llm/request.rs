@@ -2,6 +2,7 @@
 //! may make to it: asking a streamed answer to end with its token usage.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -10,7 +11,7 @@ use super::json::{self, Kind, Scanner};
 /// The fields of a request body that sluice reads.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LlmRequest {
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
     pub stream: bool,
     /// `stream_options.include_usage` as the client sent it.
     pub include_usage: Option<bool>,
@@ -91,7 +92,7 @@ impl LlmRequest {
         request.prompt_span = prompts.into_iter().flatten().next();
         match model {
             Some((Kind::String, span)) => {
-                request.model = Some(json::contents(&body[span.clone()])?.into_owned());
+                request.model = Some(Arc::from(json::contents(&body[span.clone()])?.as_ref()));
                 request.model_field = ModelField::String;
                 request.model_span = Some(span);
             }

@@ -16,7 +16,7 @@ use crate::ratelimit::{Ask, Kind, Limit, Refusal};
 /// What the request body said, as far as limits care.
 #[derive(Debug, Default)]
 pub(super) struct Asked {
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
     pub max_output: Option<u64>,
     pub body_len: usize,
     /// A WebSocket handshake.

@@ -87,7 +87,7 @@ pub enum Outgoing {
     Held {
         bytes: Bytes,
         /// The client's model and where its JSON string is in `bytes`.
-        model: Option<(String, Range<usize>)>,
+        model: Option<(Arc<str>, Range<usize>)>,
         /// Where the prompt is in `bytes`.
         prompt: Option<Range<usize>>,
     },
@@ -260,9 +260,9 @@ fn cluster_body(route: &Route, cluster: &Cluster, body: &Outgoing) -> Option<Byt
     let Some((model, span)) = model else {
         return Some(bytes.clone());
     };
-    let public = route.model_rewrite.apply(Cow::Borrowed(model.as_str()));
+    let public = route.model_rewrite.apply(Cow::Borrowed(&**model));
     let backend = cluster.model_rewrite.apply(public);
-    if backend == model.as_str() {
+    if *backend == **model {
         return Some(bytes.clone());
     }
     Some(replace_model(bytes, span.clone(), &backend))

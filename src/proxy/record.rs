@@ -75,7 +75,7 @@ pub struct Entry {
 /// What an LLM request asked for and what its answer reported.
 #[derive(Debug, Default)]
 pub struct LlmEntry {
-    pub model: Option<String>,
+    pub model: Option<Arc<str>>,
     /// sluice added `stream_options.include_usage` to the request.
     pub usage_injected: bool,
     /// The request's `max_completion_tokens`, `max_tokens` or `max_output_tokens`.
