@@ -57,9 +57,8 @@ pin_project! {
         timeouts: Timeouts,
         total_deadline: Option<Instant>,
         sleep: Option<Pin<Box<Sleep>>>,
-        // What the armed timer stands for, and when it expires: the sleep may be set earlier.
-        armed: Option<Expiry>,
-        deadline: Option<Instant>,
+        // When the armed timer expires and what it stands for (the sleep may be set earlier).
+        armed: Option<(Instant, Expiry)>,
         // Data arrived since the timer was last armed.
         progressed: bool,
         seen_data: bool,
@@ -100,7 +99,6 @@ impl Observed {
             total_deadline,
             sleep: None,
             armed: None,
-            deadline: None,
             progressed: false,
             seen_data: false,
             strip: options.strip_usage.then(UsageStrip::default),
@@ -232,7 +230,7 @@ impl Observed {
                 }
             }
             let Some((at, kind)) = next else {
-                (*this.armed, *this.deadline, *this.sleep) = (None, None, None);
+                (*this.armed, *this.sleep) = (None, None);
                 return Poll::Pending;
             };
             match this.sleep.as_mut() {
@@ -241,8 +239,7 @@ impl Observed {
                 Some(sleep) => sleep.as_mut().reset(at),
                 None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
             }
-            *this.armed = Some(kind);
-            *this.deadline = Some(at);
+            *this.armed = Some((at, kind));
         }
         let Some(sleep) = this.sleep.as_mut() else {
             return Poll::Pending;
@@ -251,13 +248,13 @@ impl Observed {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            match *this.deadline {
-                Some(at) if sleep.deadline() < at => sleep.as_mut().reset(at),
+            match *this.armed {
+                Some((at, _)) if sleep.deadline() < at => sleep.as_mut().reset(at),
                 _ => break,
             }
         }
         let timeouts = *this.timeouts;
-        let (outcome, err) = match this.armed.unwrap_or(Expiry::Total) {
+        let (outcome, err) = match this.armed.map_or(Expiry::Total, |(_, kind)| kind) {
             Expiry::FirstByte => (
                 "first_byte_timeout",
                 ProxyError::FirstByteTimeout(timeouts.first_byte.unwrap_or_default()),
