@@ -65,9 +65,11 @@ pub async fn open(
     if !h2 {
         return Ok(Conn::H1(H1Conn::new(io)));
     }
+    // Boxed: hyper's HTTP/2 handshake is about 5 KiB, and unboxed every HTTP/1.1 connect
+    // would be as large while it runs (thousands of them at once in a burst of streams).
     match io {
-        Io::Plain(tcp) => handshake_h2(TokioIo::new(tcp)).await,
-        Io::Tls(stream) => handshake_h2(TokioIo::new(*stream)).await,
+        Io::Plain(tcp) => Box::pin(handshake_h2(TokioIo::new(tcp))).await,
+        Io::Tls(stream) => Box::pin(handshake_h2(TokioIo::new(*stream))).await,
     }
 }
 
