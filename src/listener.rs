@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 mod h1;
 mod replay;
@@ -154,18 +154,19 @@ async fn serve_with(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
-        let proxy = Arc::clone(&proxy);
-        let builder = Arc::clone(&builder);
-        let draining = shutdown.clone();
-        proxy.metrics.connections.inc();
-        proxy.metrics.open_connections.inc();
-        let force = force_rx.clone();
-        tokio::spawn(async move {
-            let served = connection(stream, peer, transport, &proxy, &builder, draining);
-            unless::unless_stopped(served, force).await;
-            proxy.metrics.open_connections.dec();
-            drop(permit);
-        });
+        let open = Open::new(Arc::clone(&proxy), permit);
+        let served = connection(
+            stream,
+            peer,
+            transport,
+            open,
+            Arc::clone(&builder),
+            shutdown.clone(),
+        );
+        // The task is the connection's own future, and nothing beside it: tokio rounds a
+        // task up to 128 bytes, and an `async` block around it would keep its arguments
+        // again, moved out but still in its layout, for as long as the connection lives.
+        tokio::spawn(unless::unless_stopped(served, force_rx.clone()));
     }
     drop(listener);
     let drain_timeout = proxy.settings.drain_timeout;
@@ -185,21 +186,46 @@ async fn serve_with(
     }
 }
 
+/// An open connection: counted in `sluice_open_connections` and holding its permit until it
+/// is dropped, whether it ended or was closed at the end of a drain.
+struct Open {
+    proxy: Arc<Proxy>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(proxy: Arc<Proxy>, permit: OwnedSemaphorePermit) -> Self {
+        proxy.metrics.connections.inc();
+        proxy.metrics.open_connections.inc();
+        Open {
+            proxy,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.proxy.metrics.open_connections.dec();
+    }
+}
+
 /// Runs one accepted connection: the TLS handshake if any, then HTTP until it ends.
 ///
 /// An `async move` block rather than an `async fn`, whose arguments would each be held twice
 /// (as arguments and as the locals they are moved into) for as long as the connection lives.
 #[allow(clippy::manual_async_fn)]
-fn connection<'a>(
+fn connection(
     stream: TcpStream,
     peer: std::net::SocketAddr,
     transport: Transport,
-    proxy: &'a Arc<Proxy>,
-    protocols: &'a Protocols,
+    open: Open,
+    protocols: Arc<Protocols>,
     draining: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + 'a {
+) -> impl Future<Output = ()> + Send {
     async move {
-        match (transport, protocols) {
+        let proxy = &open.proxy;
+        match (transport, &*protocols) {
             (Transport::Plain, Protocols::Own(handover)) => {
                 let conn_info = ConnInfo {
                     peer,
