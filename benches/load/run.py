@@ -13,6 +13,7 @@ medians, and each proxy's ratio to nginx measured in the same run.
     benches/load/run.py tls        [--seconds 10] [--rounds 3]   # new TLS handshakes per second
     benches/load/run.py idle                                     # resident memory of an idle gateway
     benches/load/run.py all
+    benches/load/run.py <scenario> --sluice BINARY               # measures that build instead
 
 It installs what it needs (wrk, nginx, haproxy, nghttp2-client, openssl) with apt-get when
 missing, builds sluice in release mode, starts everything on 127.0.0.1, and stops every
@@ -63,6 +64,8 @@ CHAT_ANSWER = json.dumps(
         "usage": {"prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21},
     }
 )
+# How long after an SSE burst has closed its resident memory is read again.
+AFTER_CLOSE_SECS = 5
 TOOLS = {"wrk": "wrk", "nginx": "nginx-light", "haproxy": "haproxy", "h2load": "nghttp2-client",
          "openssl": "openssl", "taskset": "util-linux"}
 
@@ -454,17 +457,23 @@ def sse(args, binary, tool):
                 held = rss_kib(proxy.pid)
                 out = client.stdout.read()
                 client.wait()
+                # What the burst leaves behind once every stream has closed: freed memory
+                # handed back to the OS, or kept.
+                time.sleep(AFTER_CLOSE_SECS)
+                after = rss_kib(proxy.pid)
                 result = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
                 result.update(idle_kib=idle, held_kib=held, per_stream_kib=(held - idle) / n,
-                              established=established)
+                              after_kib=after, established=established)
                 log(f"{n} streams via {name}: {result}")
                 results[f"{n}/{name}"] = result
                 rows.append([name, result["streams"], f"{result['per_stream_kib']:.1f}",
                              f"{result['p50_us'] / 1000:.2f}", f"{result['p99_us'] / 1000:.2f}",
-                             result["coalesced"], result["errors"]])
+                             result["coalesced"], result["errors"], f"{idle / 1024:.1f}",
+                             f"{after / 1024:.1f}"])
         print(f"\n### SSE, {n} concurrent streams, an event every {args.interval_ms} ms, held {args.hold}s\n")
         print(table(["proxy", "streams", "KiB per stream", "latency p50 ms", "latency p99 ms",
-                     "coalesced frames", "errors"], rows))
+                     "coalesced frames", "errors", "RSS before MiB",
+                     f"RSS {AFTER_CLOSE_SECS}s after close MiB"], rows))
     save("sse", results)
 
 
@@ -569,6 +578,9 @@ def main():
                         help="sse: which proxies to run, e.g. `sluice` alone to iterate faster")
     parser.add_argument("--baseline", type=Path,
                         help="throughput: another sluice binary to measure beside this build")
+    parser.add_argument("--sluice", type=Path,
+                        help="measure this sluice binary instead of this tree's build (an "
+                             "older build copied aside, for a before-and-after)")
     parser.add_argument("--tunnels", type=int, default=1000)
     parser.add_argument("--ws-rounds", type=int, default=20)
     args = parser.parse_args()
@@ -576,6 +588,7 @@ def main():
         sys.exit("needs two cores: one for the proxy, one for the client and upstream")
     ensure_tools()
     binary, tool = build()
+    binary = args.sluice or binary
     scenarios = ["idle", "throughput", "latency", "sse", "websocket", "tls"] if args.scenario == "all" else [args.scenario]
     for name in scenarios:
         if name in ("sse", "websocket"):
