@@ -164,8 +164,8 @@ async fn serve_with(
             shutdown.clone(),
         );
         // The task is the connection's own future, and nothing beside it: tokio rounds a
-        // task up to 128 bytes, and an `async` block around it would keep its arguments
-        // again, moved out but still in its layout, for as long as the connection lives.
+        // task up to a multiple of 128 bytes, and an `async` block around it would keep its
+        // arguments again, moved out but still in its layout, as long as the connection lives.
         tokio::spawn(unless::unless_stopped(served, force_rx.clone()));
     }
     drop(listener);
