@@ -119,8 +119,7 @@ impl Proxy {
                     outcome: "client_gone",
                     llm: None,
                     consumer: None,
-                    admission: None,
-                    rate_headers: None,
+                    limited: None,
                 },
             };
             // Not boxed: both servers box this whole future (`listener::h1`, and the service
@@ -150,8 +149,8 @@ impl Proxy {
                     .headers_mut()
                     .insert(headers::REQUEST_ID.clone(), id.clone());
             }
-            if let Some(rate) = &entry.rate_headers {
-                rate.apply(response.headers_mut());
+            if let Some(limited) = &entry.limited {
+                limited.headers.apply(response.headers_mut());
             }
             entry.status = response.status().as_u16();
             entry.outcome = "complete";

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::request::Parts;
 
 use super::auth::Consumer;
-use super::record::Entry;
+use super::record::{Entry, Limited};
 use super::{ConnInfo, Proxy};
 use crate::config::snapshot::Route;
 use crate::error::ProxyError;
@@ -78,10 +78,13 @@ impl Proxy {
             upgrade: asked.upgrade,
         };
         let decision = self.limiter.admit(limits, &ask).await;
-        record.rate_headers = Some(decision.headers);
+        let limited = record.limited.insert(Box::new(Limited {
+            admission: None,
+            headers: decision.headers,
+        }));
         match decision.outcome {
             Ok(admission) => {
-                record.admission = Some(admission);
+                limited.admission = Some(admission);
                 Ok(())
             }
             Err(Refusal::Limited {

@@ -66,10 +66,19 @@ pub struct Entry {
     pub llm: Option<Box<LlmEntry>>,
     /// The consumer named by the request's API key.
     pub consumer: Option<Arc<str>>,
-    /// The request's hold on its rate limits: settled and released when this is dropped.
+    /// What the route's rate limits decided, on routes with limits. Boxed: most requests
+    /// have none, and the entry lives as long as the answer's body (an SSE stream's).
+    pub limited: Option<Box<Limited>>,
+}
+
+/// A rate-limited request's decision.
+#[derive(Debug)]
+pub struct Limited {
+    /// The request's hold on its rate limits, once admitted: settled and released when the
+    /// record is dropped.
     pub admission: Option<Admission>,
-    /// The `x-ratelimit-*` headers for the answer, on routes with limits.
-    pub rate_headers: Option<RateHeaders>,
+    /// The `x-ratelimit-*` headers for the answer.
+    pub headers: RateHeaders,
 }
 
 /// What an LLM request asked for and what its answer reported.
@@ -87,7 +96,8 @@ pub struct LlmEntry {
 impl Drop for Record {
     fn drop(&mut self) {
         // Token limits settle first, so that once a request is counted its usage is too.
-        if let Some(admission) = self.entry.admission.take() {
+        let admission = self.entry.limited.as_mut().and_then(|l| l.admission.take());
+        if let Some(admission) = admission {
             let tap = self.entry.llm.as_deref().and_then(|l| l.tap.as_ref());
             let used = tap
                 .and_then(|t| t.usage)
