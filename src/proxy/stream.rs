@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -54,7 +55,9 @@ pin_project! {
         #[pin]
         inner: Body,
         record: Record,
-        timeouts: Timeouts,
+        // The route's first-byte and idle timeouts; its total one is `total_deadline`.
+        first_byte: Option<Duration>,
+        idle: Option<Duration>,
         total_deadline: Option<Instant>,
         sleep: Option<Pin<Box<Sleep>>>,
         // When the armed timer expires and what it stands for (the sleep may be set earlier).
@@ -95,7 +98,8 @@ impl Observed {
         Observed {
             inner,
             record,
-            timeouts,
+            first_byte: timeouts.first_byte,
+            idle: timeouts.idle,
             total_deadline,
             sleep: None,
             armed: None,
@@ -219,9 +223,9 @@ impl Observed {
             *this.progressed = false;
             let now = Instant::now();
             let (gap, kind) = if *this.seen_data {
-                (this.timeouts.idle, Expiry::Idle)
+                (*this.idle, Expiry::Idle)
             } else {
-                (this.timeouts.first_byte, Expiry::FirstByte)
+                (*this.first_byte, Expiry::FirstByte)
             };
             let mut next = gap.map(|gap| (now + gap, kind));
             if let Some(total) = *this.total_deadline {
@@ -253,20 +257,23 @@ impl Observed {
                 _ => break,
             }
         }
-        let timeouts = *this.timeouts;
         let (outcome, err) = match this.armed.map_or(Expiry::Total, |(_, kind)| kind) {
             Expiry::FirstByte => (
                 "first_byte_timeout",
-                ProxyError::FirstByteTimeout(timeouts.first_byte.unwrap_or_default()),
+                ProxyError::FirstByteTimeout(this.first_byte.unwrap_or_default()),
             ),
             Expiry::Idle => (
                 "idle_timeout",
-                ProxyError::IdleTimeout(timeouts.idle.unwrap_or_default()),
+                ProxyError::IdleTimeout(this.idle.unwrap_or_default()),
             ),
-            Expiry::Total => (
-                "total_timeout",
-                ProxyError::TotalTimeout(timeouts.total.unwrap_or_default()),
-            ),
+            Expiry::Total => {
+                let started = this.record.entry.started;
+                let total = this.total_deadline.map(|at| at - started);
+                (
+                    "total_timeout",
+                    ProxyError::TotalTimeout(total.unwrap_or_default()),
+                )
+            }
         };
         let code = err.class().code;
         match self.as_mut().fail(outcome, code, Box::new(err)) {
