@@ -445,11 +445,13 @@ async fn max_connections_holds_the_next_client_until_one_closes() {
         );
         assert_eq!(gw.metric("sluice_open_connections").await, 2.0);
 
-        // Closing one lets the third in.
+        // Closing one lets the third in, and takes the first off the open count with
+        // its permit.
         first_conn.abort();
         let response = answer.await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(upstream.seen().len(), 3);
+        assert_eq!(gw.metric("sluice_open_connections").await, 2.0);
         drop(second);
     })
     .await
